@@ -1,0 +1,1 @@
+"""vmmigration: declarative placement and migration of libvirt/KVM virtual machines."""

@@ -1,0 +1,430 @@
+"""The only module that imports libvirt.
+
+Thin verbs named for what they do, libvirt's job statistics normalised into
+:class:`JobProgress`, and libvirt's many error codes mapped onto a few typed
+errors the rest of the code can reason about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import Any
+
+import libvirt
+
+from vmmigration.model import (
+    DomainSummary,
+    HostVersions,
+    JobProgress,
+    PauseReason,
+    PowerState,
+)
+from vmmigration.planner import MigrationFlags
+from vmmigration.prechecks import CpuVerdict
+
+
+class VirtError(Exception):
+    """A libvirt failure, with libvirt's own message."""
+
+
+class HostUnreachable(VirtError):
+    pass
+
+
+class DomainNotFound(VirtError):
+    pass
+
+
+class OperationInvalid(VirtError):
+    """The domain is not in a state that allows this (no job, not running, …)."""
+
+
+class MigrationAborted(VirtError):
+    pass
+
+
+class MigrationFailed(VirtError):
+    pass
+
+
+_UNREACHABLE = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_INVALID_CONN,
+}
+
+
+def _mapped(error: libvirt.libvirtError, default: type[VirtError] = VirtError) -> VirtError:
+    code = error.get_error_code()
+    message = error.get_error_message() or str(error)
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        return DomainNotFound(message)
+    if code == libvirt.VIR_ERR_OPERATION_ABORTED:
+        return MigrationAborted(message)
+    if code == libvirt.VIR_ERR_OPERATION_INVALID:
+        return OperationInvalid(message)
+    if code in _UNREACHABLE and default is not MigrationFailed:
+        return HostUnreachable(message)
+    return default(message)
+
+
+@contextlib.contextmanager
+def _translated(default: type[VirtError] = VirtError) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as error:
+        raise _mapped(error, default) from error
+
+
+# libvirt prints every error to stderr by default; we raise them instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUT_OFF,
+}
+_PAUSE_REASONS = {
+    libvirt.VIR_DOMAIN_PAUSED_USER: PauseReason.USER,
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: PauseReason.MIGRATION,
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: PauseReason.POST_COPY,
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: PauseReason.POST_COPY_FAILED,
+}
+
+_FLAG_BITS = {
+    "live": libvirt.VIR_MIGRATE_LIVE,
+    "offline": libvirt.VIR_MIGRATE_OFFLINE,
+    "peer_to_peer": libvirt.VIR_MIGRATE_PEER2PEER,
+    "persist_dest": libvirt.VIR_MIGRATE_PERSIST_DEST,
+    "undefine_source": libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
+    "paused": libvirt.VIR_MIGRATE_PAUSED,
+    "copy_all_storage": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
+    "copy_incremental_storage": libvirt.VIR_MIGRATE_NON_SHARED_INC,
+    "post_copy": libvirt.VIR_MIGRATE_POSTCOPY,
+    "auto_converge": libvirt.VIR_MIGRATE_AUTO_CONVERGE,
+    "compressed": libvirt.VIR_MIGRATE_COMPRESSED,
+    "parallel": libvirt.VIR_MIGRATE_PARALLEL,
+    "unsafe": libvirt.VIR_MIGRATE_UNSAFE,
+}
+
+
+def flag_bits(flags: MigrationFlags) -> int:
+    bits = 0
+    for name, bit in _FLAG_BITS.items():
+        if getattr(flags, name):
+            bits |= bit
+    return bits
+
+
+def progress_from_stats(stats: dict[str, Any]) -> JobProgress:
+    page = int(stats.get("memory_page_size") or 4096)
+    downtime = stats.get("downtime")
+    return JobProgress(
+        elapsed_seconds=int(stats.get("time_elapsed", 0)) / 1000.0,
+        data_total=int(stats.get("data_total", 0)),
+        data_processed=int(stats.get("data_processed", 0)),
+        data_remaining=int(stats.get("data_remaining", 0)),
+        memory_total=int(stats.get("memory_total", 0)),
+        memory_processed=int(stats.get("memory_processed", 0)),
+        memory_remaining=int(stats.get("memory_remaining", 0)),
+        dirty_rate_bytes_per_s=int(stats.get("memory_dirty_rate", 0)) * page,
+        transfer_rate_bytes_per_s=int(stats.get("memory_bps", 0)),
+        iteration=int(stats.get("memory_iteration", 0)),
+        postcopy_requests=int(stats.get("memory_postcopy_requests", 0)),
+        downtime_ms=int(downtime) if downtime is not None else None,
+    )
+
+
+class Host:
+    """One libvirt connection, with the verbs vmmigration needs."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        try:
+            self._conn = libvirt.open(uri)
+        except libvirt.libvirtError as error:
+            raise HostUnreachable(
+                f"cannot connect to {uri}: {error.get_error_message() or error}"
+            ) from error
+
+    def close(self) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- host facts -------------------------------------------------------
+
+    def name(self) -> str:
+        with _translated():
+            return str(self._conn.getHostname())
+
+    def versions(self) -> HostVersions:
+        with _translated():
+            return HostVersions(
+                libvirt=int(self._conn.getLibVersion()), hypervisor=int(self._conn.getVersion())
+            )
+
+    def free_memory_bytes(self) -> int:
+        with _translated():
+            return int(self._conn.getFreeMemory())
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    # ---- domains ----------------------------------------------------------
+
+    def _domain(self, name: str) -> libvirt.virDomain:
+        with _translated():
+            return self._conn.lookupByName(name)
+
+    @staticmethod
+    def _summary(dom: libvirt.virDomain) -> DomainSummary:
+        with _translated():
+            state, reason = dom.state()
+            info = dom.info()
+            power = _STATES.get(state, PowerState.OTHER)
+            return DomainSummary(
+                name=dom.name(),
+                uuid=dom.UUIDString(),
+                state=power,
+                pause_reason=(
+                    _PAUSE_REASONS.get(reason, PauseReason.OTHER)
+                    if power is PowerState.PAUSED
+                    else PauseReason.NONE
+                ),
+                memory_bytes=int(info[1]) * 1024,
+                persistent=bool(dom.isPersistent()),
+            )
+
+    def domains(self) -> tuple[DomainSummary, ...]:
+        with _translated():
+            listed = self._conn.listAllDomains()
+        found = []
+        for dom in listed:
+            # A domain can vanish between the listing and the look at it.
+            with contextlib.suppress(DomainNotFound):
+                found.append(self._summary(dom))
+        return tuple(found)
+
+    def find(self, name: str) -> DomainSummary | None:
+        try:
+            return self._summary(self._domain(name))
+        except DomainNotFound:
+            return None
+
+    def summary(self, name: str) -> DomainSummary:
+        return self._summary(self._domain(name))
+
+    def domain_xml(self, name: str, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        with _translated():
+            return str(self._domain(name).XMLDesc(flags))
+
+    def disks(self, name: str) -> tuple[str, ...]:
+        """Paths of the domain's writable file and block disks (what shared storage must hold)."""
+        root = ET.fromstring(self.domain_xml(name))
+        paths = []
+        for disk in root.findall("./devices/disk"):
+            if disk.get("device") not in (None, "disk", "lun") or disk.find("readonly") is not None:
+                continue
+            source = disk.find("source")
+            if source is None:
+                continue
+            path = source.get("file") or source.get("dev")
+            if path:
+                paths.append(path)
+        return tuple(paths)
+
+    def compare_cpu(self, *, domain_xml: str) -> CpuVerdict:
+        """libvirt's hypervisor CPU compare of the domain's CPU against this host."""
+        root = ET.fromstring(domain_xml)
+        cpu = root.find("cpu")
+        if cpu is None or (cpu.find("model") is None and cpu.get("mode") != "host-passthrough"):
+            return CpuVerdict(compatible=True, detail="domain has no CPU model to compare")
+        if cpu.get("mode") == "host-passthrough":
+            return CpuVerdict(compatible=True, detail="host-passthrough is not comparable")
+        os_type = root.find("./os/type")
+        emulator = root.findtext("./devices/emulator")
+        try:
+            result = self._conn.compareHypervisorCPU(
+                emulator,
+                os_type.get("arch") if os_type is not None else None,
+                os_type.get("machine") if os_type is not None else None,
+                root.get("type"),
+                ET.tostring(cpu, encoding="unicode"),
+                libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE,
+            )
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE:
+                return CpuVerdict(compatible=False, detail=error.get_error_message() or "")
+            raise _mapped(error) from error
+        return CpuVerdict(compatible=result != libvirt.VIR_CPU_COMPARE_INCOMPATIBLE)
+
+    def disk_visible(self, path: str) -> bool:
+        """Whether a storage pool on this host holds ``path``."""
+        with _translated():
+            for pool in self._conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                with contextlib.suppress(libvirt.libvirtError):
+                    pool.refresh(0)
+        try:
+            self._conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise _mapped(error) from error
+        return True
+
+    # ---- jobs -------------------------------------------------------------
+
+    def job(self, name: str) -> JobProgress | None:
+        """The active job's statistics, or None when no job runs. Source side only."""
+        try:
+            dom = self._domain(name)
+            stats = dom.jobStats()
+        except (DomainNotFound, OperationInvalid):
+            return None
+        except libvirt.libvirtError as error:
+            mapped = _mapped(error)
+            if isinstance(mapped, (DomainNotFound, OperationInvalid)):
+                return None
+            raise mapped from error
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) in (
+            libvirt.VIR_DOMAIN_JOB_NONE,
+            libvirt.VIR_DOMAIN_JOB_COMPLETED,
+            libvirt.VIR_DOMAIN_JOB_FAILED,
+            libvirt.VIR_DOMAIN_JOB_CANCELLED,
+        ):
+            return None
+        return progress_from_stats(stats)
+
+    def completed_job(self, name: str) -> JobProgress | None:
+        """Statistics of the last completed job (on the target after an incoming migration)."""
+        try:
+            dom = self._domain(name)
+            stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except (DomainNotFound, OperationInvalid):
+            return None
+        except libvirt.libvirtError as error:
+            mapped = _mapped(error)
+            if isinstance(mapped, (DomainNotFound, OperationInvalid)):
+                return None
+            raise mapped from error
+        if not stats or stats.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
+            return None
+        return progress_from_stats(stats)
+
+    def suspend(self, name: str) -> None:
+        with _translated():
+            self._domain(name).suspend()
+
+    def resume(self, name: str) -> None:
+        with _translated():
+            self._domain(name).resume()
+
+    def abort_job(self, name: str) -> None:
+        with _translated():
+            self._domain(name).abortJob()
+
+    def start_post_copy(self, name: str) -> None:
+        with _translated():
+            self._domain(name).migrateStartPostCopy(0)
+
+    def set_max_downtime(self, name: str, *, milliseconds: int) -> None:
+        with _translated():
+            self._domain(name).migrateSetMaxDowntime(milliseconds, 0)
+
+    def migrate(
+        self,
+        name: str,
+        *,
+        target_uri: str,
+        flags: MigrationFlags,
+        bandwidth_mib_per_s: int = 0,
+        parallel_connections: int = 1,
+    ) -> None:
+        """Blocks until the migration ends; raises MigrationAborted or MigrationFailed."""
+        params: dict[str, Any] = {}
+        if bandwidth_mib_per_s:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib_per_s
+        if flags.parallel:
+            params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = parallel_connections
+        dom = self._domain(name)
+        with _translated(MigrationFailed):
+            if flags.peer_to_peer:
+                dom.migrateToURI3(target_uri, params, flag_bits(flags))
+            else:
+                # Managed direct migration: the client drives both ends.
+                target = libvirt.open(target_uri)
+                try:
+                    dom.migrate3(target, params, flag_bits(flags))
+                finally:
+                    target.close()
+
+    # ---- test-bed verbs (the sandbox builds hosts and guests with these) ----
+
+    def define_domain(self, xml: str) -> str:
+        with _translated():
+            return str(self._conn.defineXML(xml).name())
+
+    def start(self, name: str) -> None:
+        with _translated():
+            self._domain(name).create()
+
+    def destroy(self, name: str) -> None:
+        with _translated():
+            self._domain(name).destroy()
+
+    def undefine(self, name: str) -> None:
+        with _translated():
+            self._domain(name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+
+    def remove_everywhere(self, name: str) -> None:
+        """Destroy and undefine, ignoring a domain that is not there."""
+        with contextlib.suppress(DomainNotFound, OperationInvalid):
+            self.destroy(name)
+        with contextlib.suppress(DomainNotFound, OperationInvalid):
+            self.undefine(name)
+
+    def ensure_dir_pool(self, *, name: str, path: str) -> None:
+        with _translated():
+            try:
+                pool = self._conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError:
+                pool = self._conn.storagePoolDefineXML(
+                    f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+                )
+            if not pool.isActive():
+                pool.create(0)
+            pool.setAutostart(1)
+
+    def create_volume(self, *, pool: str, name: str, size_bytes: int) -> str:
+        with _translated():
+            storage = self._conn.storagePoolLookupByName(pool)
+            vol = storage.createXML(
+                f"<volume><name>{name}</name><capacity unit='bytes'>{size_bytes}</capacity>"
+                "<target><format type='qcow2'/></target></volume>",
+                0,
+            )
+            return str(vol.path())
+
+    def domain_capabilities_virt_types(self) -> set[str]:
+        """Which virt types ('qemu', 'kvm') this host's QEMU offers."""
+        with _translated():
+            caps = ET.fromstring(self._conn.getCapabilities())
+        return {
+            d.get("type", "")
+            for d in caps.findall("./guest/arch[@name='x86_64']/domain")
+        }
