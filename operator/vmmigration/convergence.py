@@ -44,6 +44,16 @@ class Verdict:
     trigger: Trigger
 
 
+def initial_watch(*, live: bool, policy: Policy) -> Watch:
+    """The watch a new job starts with.
+
+    A non-live copy has the VM paused already: suspending it or switching to
+    post-copy has no meaning, so it starts as if escalated, and only an abort
+    (by policy, request or hard timeout) can still act on it.
+    """
+    return Watch(escalated=not live and policy.on_timeout is not OnTimeout.ABORT)
+
+
 def observe(watch: Watch, progress: JobProgress) -> Watch:
     """Fold one sample into the watch.
 

@@ -13,6 +13,7 @@ from vmmigration.model import (
     DomainSummary,
     EffectiveMode,
     Mode,
+    OnTimeout,
     PauseReason,
     Persistence,
     Policy,
@@ -116,7 +117,8 @@ def migration_flags(
         copy_incremental_storage=storage is Storage.COPY_INCREMENTAL,
         # Post-copy must be allowed when the job starts, or it cannot be
         # switched to later; allowing it changes nothing until it is used.
-        post_copy=not offline and policy.on_timeout.value == "PostCopy",
+        # libvirt refuses post-copy for a non-live copy, where it means nothing.
+        post_copy=mode is Mode.LIVE and policy.on_timeout is OnTimeout.POST_COPY,
         auto_converge=not offline and policy.auto_converge,
         compressed=not offline and policy.compressed,
         parallel=not offline and policy.parallel_connections > 1,
