@@ -132,9 +132,14 @@ def percent_done(progress: JobProgress) -> float:
     return max(0.0, min(99.9, done))
 
 
-def eta_seconds(progress: JobProgress) -> float | None:
-    """Seconds until remaining bytes reach zero at the net rate, or None if they never will."""
-    net = progress.transfer_rate_bytes_per_s - progress.dirty_rate_bytes_per_s
+def eta_seconds(progress: JobProgress, *, guest_paused: bool = False) -> float | None:
+    """Seconds until remaining bytes reach zero at the net rate, or None if they never will.
+
+    QEMU's dirty rate is measured per iteration and goes stale once the guest
+    is paused (non-live, or the hybrid's suspend); a paused guest dirties nothing.
+    """
+    dirty = 0 if guest_paused else progress.dirty_rate_bytes_per_s
+    net = progress.transfer_rate_bytes_per_s - dirty
     if progress.data_remaining == 0:
         return 0.0
     if progress.transfer_rate_bytes_per_s <= 0 or net <= 0:

@@ -112,6 +112,16 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie). The command line is no test: it reads
+    empty for an instant while the process execs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -205,7 +215,7 @@ def wait_ready(daemon: Daemon, *, pid: int, timeout_seconds: float = 90.0) -> No
 
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        if not _cmdline(pid):
+        if not _alive(pid):
             _reap(pid)
             raise DaemonError(f"libvirtd for {daemon.name} exited at start:\n{_tail(daemon)}")
         try:

@@ -252,7 +252,9 @@ class Engine:
                     mode=mode,
                     progress=sample if progress is not None else None,
                     percent=convergence.percent_done(sample),
-                    eta_seconds=convergence.eta_seconds(sample),
+                    eta_seconds=convergence.eta_seconds(
+                        sample, guest_paused=mode in (EffectiveMode.NON_LIVE, EffectiveMode.LIVE_SUSPENDED)
+                    ),
                     note=note,
                 ))
 

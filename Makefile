@@ -1,0 +1,14 @@
+# The two commands in README.md. Each installs what it needs first.
+.PHONY: demo test bench lint
+
+demo:
+	scripts/bootstrap
+	scripts/demo
+
+test:
+	scripts/bootstrap
+	scripts/test
+
+bench:
+	scripts/bootstrap
+	.venv/bin/python bench/migration_bench.py

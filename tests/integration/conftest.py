@@ -1,0 +1,139 @@
+"""The real test bed: two libvirt daemons on this machine and QEMU guests that really run.
+
+Every test gets a watchdog: a migration that cannot converge blocks libvirt's
+migrate call forever, so after a deadline the watchdog aborts every job on
+every host and the test fails instead of hanging CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vmmigration.sandbox import guest
+from vmmigration.sandbox.daemons import Daemon
+from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.virt.libvirt_host import Host, VirtError
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+WATCHDOG_SECONDS = 150.0
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    root = Path(os.environ.get("VMMIGRATION_TEST_SANDBOX_DIR",
+                               Path.home() / ".cache/vmmigration/test-sandbox"))
+    box = Sandbox(root=root, count=2, subnet=1)
+    box.up()
+    print(f"\ntest bed up: {[h.uri for h in box.hosts]}, accelerator {box.accelerator()}")
+    yield box
+    box.down()
+
+
+@pytest.fixture
+def source_host(sandbox: Sandbox) -> Daemon:
+    return sandbox.hosts[0]
+
+
+@pytest.fixture
+def target_host(sandbox: Sandbox) -> Daemon:
+    return sandbox.hosts[1]
+
+
+@pytest.fixture
+def source(source_host: Daemon) -> Iterator[Host]:
+    with Host(source_host.uri) as host:
+        yield host
+
+
+@pytest.fixture
+def target(target_host: Daemon) -> Iterator[Host]:
+    with Host(target_host.uri) as host:
+        yield host
+
+
+@pytest.fixture
+def name(sandbox: Sandbox) -> Iterator[str]:
+    """A fresh domain name, removed from every host after the test."""
+    chosen = f"vmm-it-{os.getpid()}-{next(_names)}"
+    yield chosen
+    for daemon in sandbox.hosts:
+        with contextlib.suppress(VirtError), Host(daemon.uri) as host:
+            host.remove_everywhere(chosen)
+
+
+@pytest.fixture(autouse=True)
+def watchdog(sandbox: Sandbox) -> Iterator[None]:
+    done = threading.Event()
+    fired: list[str] = []
+
+    def guard() -> None:
+        if done.wait(WATCHDOG_SECONDS):
+            return
+        for daemon in sandbox.hosts:
+            with contextlib.suppress(VirtError), Host(daemon.uri) as host:
+                for dom in host.domains():
+                    with contextlib.suppress(VirtError):
+                        host.abort_job(dom.name)
+                        fired.append(f"{dom.name}@{daemon.name}")
+
+    thread = threading.Thread(target=guard, daemon=True)
+    thread.start()
+    yield
+    done.set()
+    thread.join()
+    assert not fired, f"watchdog aborted stuck migration jobs: {fired}"
+
+
+class GuestWatch:
+    """The serial-log oracle: same boot, heartbeat still beating, nothing corrupted."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        beats = guest.heartbeats(log)
+        assert beats, f"guest wrote no heartbeat to {log}"
+        self.boot = beats[0].boot
+
+    def count(self) -> int:
+        return guest.heartbeats(self.log)[-1].count
+
+    def assert_kept_running(self, *, after: int, timeout_seconds: float = 20.0) -> None:
+        """The heartbeat passes ``after`` within the timeout, from the same boot, with no corruption."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline and self.count() <= after + 2:
+            time.sleep(0.25)
+        beats = guest.heartbeats(self.log)
+        assert beats[-1].count > after + 2, (
+            f"heartbeat stopped at {beats[-1].count} (was {after} at the move)\n"
+            + self.log.read_text(errors="replace")[-1500:]
+        )
+        assert {b.boot for b in beats} == {self.boot}, "the guest rebooted"
+        counts = [b.count for b in beats]
+        assert counts == sorted(counts), "heartbeat went backwards: two guests wrote the log"
+        assert guest.failures(self.log) == []
+
+
+@pytest.fixture
+def boot(sandbox: Sandbox, source_host: Daemon):  # type: ignore[no-untyped-def]
+    """Boot a guest on the source and return its serial-log oracle."""
+
+    def start(domain: str, **spec: object) -> GuestWatch:
+        log = sandbox.boot(sandbox.guest_spec(domain, **spec), host=source_host)
+        return GuestWatch(log)
+
+    return start

@@ -1,0 +1,126 @@
+"""A live migration that cannot converge: hybrid suspend, post-copy, abort by policy or on request.
+
+The guest rewrites its memory faster than the bandwidth cap lets it be
+copied, so without escalation the job would never end.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from vmmigration.model import EffectiveMode, Mode, OnTimeout, PauseReason, Policy, PowerState
+from vmmigration.placement import Location
+from vmmigration.sandbox.daemons import Daemon
+from vmmigration.virt.engine import Engine, MigrationCancelled, MigrationTimedOut, Update
+from vmmigration.virt.libvirt_host import Host
+
+from .helpers import request
+
+# 48 MiB rewritten at 48 MiB/s against an 8 MiB/s link: hopeless live.
+HOT = {"dirty_mib": 48, "dirty_rate_mib": 48}
+
+
+def stuck_policy(on_timeout: OnTimeout) -> Policy:
+    return Policy(on_timeout=on_timeout, progress_timeout_seconds=3, bandwidth_mib_per_s=8,
+                  completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
+
+
+def test_hybrid_suspends_the_source_and_the_vm_resumes_running_on_the_target(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    vm = boot(name, **HOT)
+    notes: list[str] = []
+    result = Engine().migrate(
+        request(name, source_host, target_host, mode=Mode.LIVE, policy=stuck_policy(OnTimeout.SUSPEND)),
+        on_update=lambda u: notes.append(u.note) if u.note else None,
+    )
+    at_move = vm.count()
+
+    assert result.mode is EffectiveMode.LIVE_SUSPENDED
+    assert any("suspended the source" in n for n in notes)
+    moved = target.summary(name)
+    # The trap: a source suspended mid-migration must not arrive paused.
+    assert moved.state is PowerState.RUNNING, f"arrived {moved.state} ({moved.pause_reason})"
+    assert source.find(name) is None
+    assert result.downtime_ms is not None and result.downtime_ms > 0
+    vm.assert_kept_running(after=at_move)
+
+
+def test_post_copy_finishes_a_migration_that_cannot_converge_live(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    vm = boot(name, **HOT)
+    result = Engine().migrate(
+        request(name, source_host, target_host, mode=Mode.LIVE, policy=stuck_policy(OnTimeout.POST_COPY))
+    )
+    at_move = vm.count()
+
+    assert result.mode is EffectiveMode.POST_COPY
+    moved = target.summary(name)
+    assert (moved.state, moved.pause_reason) == (PowerState.RUNNING, PauseReason.NONE)
+    assert source.find(name) is None
+    vm.assert_kept_running(after=at_move)
+
+
+def test_abort_on_timeout_leaves_the_vm_running_on_the_source(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    vm = boot(name, **HOT)
+    with pytest.raises(MigrationTimedOut, match="did not converge") as caught:
+        Engine().migrate(
+            request(name, source_host, target_host, mode=Mode.LIVE, policy=stuck_policy(OnTimeout.ABORT))
+        )
+    at_abort = vm.count()
+
+    assert caught.value.location is Location.SOURCE
+    assert source.summary(name).state is PowerState.RUNNING
+    assert target.find(name) is None, "an aborted incoming domain was left on the target"
+    vm.assert_kept_running(after=at_abort)
+
+
+def test_an_abort_on_request_leaves_the_vm_running_on_the_source(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    vm = boot(name, **HOT)
+    cancel = threading.Event()
+
+    def abort_once_copying(update: Update) -> None:
+        if update.progress is not None and update.progress.data_processed > 8 * 1024 * 1024:
+            cancel.set()
+
+    # Suspend as the escalation, with no trigger that could fire first: only the request stops it.
+    policy = Policy(on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=0, bandwidth_mib_per_s=8,
+                    completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
+    with pytest.raises(MigrationCancelled, match="aborted on request"):
+        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy),
+                         on_update=abort_once_copying, cancel=cancel)
+    at_abort = vm.count()
+
+    assert source.summary(name).state is PowerState.RUNNING
+    assert target.find(name) is None
+    vm.assert_kept_running(after=at_abort)
+
+
+def test_an_abort_after_the_hybrid_suspend_resumes_the_source(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    vm = boot(name, **HOT)
+    cancel = threading.Event()
+
+    def abort_after_suspend(update: Update) -> None:
+        if update.mode is EffectiveMode.LIVE_SUSPENDED:
+            cancel.set()
+
+    policy = Policy(on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=3, bandwidth_mib_per_s=2,
+                    completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
+    with pytest.raises(MigrationCancelled):
+        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy),
+                         on_update=abort_after_suspend, cancel=cancel)
+    at_abort = vm.count()
+
+    # A VM is never left paused.
+    assert source.summary(name).state is PowerState.RUNNING
+    assert target.find(name) is None
+    vm.assert_kept_running(after=at_abort)

@@ -1,0 +1,125 @@
+"""Escalation rules and progress arithmetic, as tables: no hypervisor needed."""
+
+import dataclasses
+
+import pytest
+
+from vmmigration.convergence import (
+    Decision,
+    Trigger,
+    Watch,
+    decide,
+    eta_seconds,
+    initial_watch,
+    observe,
+    percent_done,
+)
+from vmmigration.model import GIB, MIB, JobProgress, OnTimeout, Policy
+
+
+def sample(elapsed: float, remaining: int, total: int = 128 * MIB, **extra: int) -> JobProgress:
+    return JobProgress(elapsed_seconds=elapsed, data_total=total, data_remaining=remaining, **extra)
+
+
+def test_a_new_low_of_remaining_bytes_counts_as_progress() -> None:
+    watch = observe(Watch(), sample(1.0, 100 * MIB))
+    watch = observe(watch, sample(2.0, 40 * MIB))
+    assert (watch.best_remaining, watch.best_at_seconds) == (40 * MIB, 2.0)
+
+
+def test_a_new_iteration_jumping_back_up_is_not_progress_nor_a_reset() -> None:
+    watch = observe(Watch(), sample(1.0, 10 * MIB))
+    watch = observe(watch, sample(2.0, 90 * MIB))
+    assert (watch.best_remaining, watch.best_at_seconds) == (10 * MIB, 1.0)
+
+
+def test_samples_from_a_job_still_setting_up_are_ignored() -> None:
+    assert observe(Watch(), JobProgress(elapsed_seconds=3.0)) == Watch()
+
+
+STALL = Policy(progress_timeout_seconds=5, completion_timeout_seconds_per_gib=0, hard_timeout_seconds=0)
+
+
+@pytest.mark.parametrize(
+    ("policy", "watch", "progress", "abort", "expected"),
+    [
+        pytest.param(STALL, Watch(best_remaining=MIB, best_at_seconds=10), sample(14, 2 * MIB), False,
+                     (Decision.CONTINUE, Trigger.NONE), id="within-progress-timeout"),
+        pytest.param(STALL, Watch(best_remaining=MIB, best_at_seconds=10), sample(16, 2 * MIB), False,
+                     (Decision.ABORT, Trigger.STALLED), id="stalled-default-aborts"),
+        pytest.param(dataclasses.replace(STALL, on_timeout=OnTimeout.SUSPEND),
+                     Watch(best_remaining=MIB, best_at_seconds=10), sample(16, 2 * MIB), False,
+                     (Decision.SUSPEND_SOURCE, Trigger.STALLED), id="stalled-hybrid-suspends"),
+        pytest.param(dataclasses.replace(STALL, on_timeout=OnTimeout.POST_COPY),
+                     Watch(best_remaining=MIB, best_at_seconds=10), sample(16, 2 * MIB), False,
+                     (Decision.START_POST_COPY, Trigger.STALLED), id="stalled-post-copy"),
+        pytest.param(dataclasses.replace(STALL, on_timeout=OnTimeout.SUSPEND),
+                     Watch(best_remaining=MIB, best_at_seconds=10, escalated=True), sample(16, 2 * MIB),
+                     False, (Decision.CONTINUE, Trigger.NONE), id="escalates-only-once"),
+        pytest.param(Policy(progress_timeout_seconds=0, completion_timeout_seconds_per_gib=10,
+                            hard_timeout_seconds=0, on_timeout=OnTimeout.SUSPEND),
+                     Watch(), sample(6, MIB, total=GIB // 2), False,
+                     (Decision.SUSPEND_SOURCE, Trigger.OVERDUE), id="overdue-per-gib"),
+        pytest.param(Policy(progress_timeout_seconds=0, completion_timeout_seconds_per_gib=10,
+                            hard_timeout_seconds=0),
+                     Watch(), sample(4, MIB, total=GIB // 2), False,
+                     (Decision.CONTINUE, Trigger.NONE), id="inside-per-gib-budget"),
+        pytest.param(Policy(hard_timeout_seconds=60, on_timeout=OnTimeout.SUSPEND),
+                     Watch(escalated=True), sample(61, MIB), False,
+                     (Decision.ABORT, Trigger.HARD_TIMEOUT), id="hard-timeout-aborts-even-escalated"),
+        pytest.param(STALL, Watch(), sample(1, MIB), True,
+                     (Decision.ABORT, Trigger.REQUESTED), id="abort-on-request"),
+        pytest.param(STALL, Watch(escalated=True, in_post_copy=True), sample(99, MIB), True,
+                     (Decision.CONTINUE, Trigger.NONE), id="post-copy-cannot-be-aborted"),
+        pytest.param(Policy(hard_timeout_seconds=10), Watch(escalated=True, in_post_copy=True),
+                     sample(99, MIB), False,
+                     (Decision.CONTINUE, Trigger.NONE), id="post-copy-ignores-hard-timeout"),
+    ],
+)
+def test_decide_escalates_by_policy(
+    policy: Policy, watch: Watch, progress: JobProgress, abort: bool, expected: tuple[Decision, Trigger]
+) -> None:
+    verdict = decide(policy=policy, watch=watch, progress=progress, abort_requested=abort)
+    assert (verdict.decision, verdict.trigger) == expected
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "live", "escalated"),
+    [
+        pytest.param(OnTimeout.SUSPEND, True, False, id="live-may-escalate"),
+        pytest.param(OnTimeout.SUSPEND, False, True, id="non-live-is-already-suspended"),
+        pytest.param(OnTimeout.POST_COPY, False, True, id="non-live-has-no-post-copy"),
+        pytest.param(OnTimeout.ABORT, False, False, id="non-live-may-still-abort-by-policy"),
+    ],
+)
+def test_initial_watch_depends_on_liveness(on_timeout: OnTimeout, live: bool, escalated: bool) -> None:
+    assert initial_watch(live=live, policy=Policy(on_timeout=on_timeout)).escalated is escalated
+
+
+@pytest.mark.parametrize(
+    ("progress", "percent"),
+    [
+        pytest.param(JobProgress(elapsed_seconds=0), 0.0, id="no-data-yet"),
+        pytest.param(sample(1, 96 * MIB), 25.0, id="quarter"),
+        pytest.param(sample(1, 0), 99.9, id="never-100-before-the-end"),
+    ],
+)
+def test_percent_done_counts_remaining_against_total(progress: JobProgress, percent: float) -> None:
+    assert percent_done(progress) == pytest.approx(percent)
+
+
+@pytest.mark.parametrize(
+    ("remaining", "rate", "dirty", "paused", "eta"),
+    [
+        pytest.param(100 * MIB, 20 * MIB, 10 * MIB, False, 10.0, id="net-rate"),
+        pytest.param(100 * MIB, 10 * MIB, 20 * MIB, False, None, id="dirtier-than-link-never-ends"),
+        pytest.param(100 * MIB, 10 * MIB, 20 * MIB, True, 10.0, id="paused-guest-dirties-nothing"),
+        pytest.param(0, 0, 0, False, 0.0, id="done"),
+        pytest.param(MIB, 0, 0, False, None, id="no-rate-yet"),
+    ],
+)
+def test_eta_uses_the_net_transfer_rate(
+    remaining: int, rate: int, dirty: int, paused: bool, eta: float | None
+) -> None:
+    progress = sample(1, remaining, transfer_rate_bytes_per_s=rate, dirty_rate_bytes_per_s=dirty)
+    assert eta_seconds(progress, guest_paused=paused) == (pytest.approx(eta) if eta is not None else None)

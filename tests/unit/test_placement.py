@@ -1,0 +1,39 @@
+"""Where a VM runs, from what each host reports: the after-the-fact rule."""
+
+import pytest
+
+from vmmigration.model import DomainSummary, PauseReason, PowerState
+from vmmigration.placement import Location, locate
+
+from .conftest import domain
+
+RUNNING = domain()
+SHUT_OFF = domain(state=PowerState.SHUT_OFF)
+INCOMING = domain(state=PowerState.PAUSED, reason=PauseReason.MIGRATION)
+SUSPENDED_BY_MIGRATION = domain(state=PowerState.PAUSED, reason=PauseReason.MIGRATION)
+USER_PAUSED = domain(state=PowerState.PAUSED, reason=PauseReason.USER)
+POST_COPY = domain(state=PowerState.PAUSED, reason=PauseReason.POST_COPY)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "where"),
+    [
+        pytest.param(RUNNING, None, Location.SOURCE, id="not-started"),
+        pytest.param(RUNNING, INCOMING, Location.SOURCE, id="live-copy-in-flight"),
+        pytest.param(SUSPENDED_BY_MIGRATION, INCOMING, Location.SOURCE, id="non-live-copy-in-flight"),
+        pytest.param(SUSPENDED_BY_MIGRATION, RUNNING, Location.TARGET, id="switch-over"),
+        pytest.param(None, RUNNING, Location.TARGET, id="moved-and-undefined"),
+        pytest.param(SHUT_OFF, RUNNING, Location.TARGET, id="moved-source-kept"),
+        pytest.param(POST_COPY, RUNNING, Location.SPLIT_POST_COPY, id="post-copy"),
+        pytest.param(USER_PAUSED, None, Location.SOURCE, id="user-paused-at-home"),
+        pytest.param(RUNNING, RUNNING, Location.BOTH, id="split-brain"),
+        pytest.param(SHUT_OFF, None, Location.SOURCE, id="offline-not-moved"),
+        pytest.param(None, SHUT_OFF, Location.TARGET, id="offline-moved"),
+        pytest.param(SHUT_OFF, SHUT_OFF, Location.BOTH, id="offline-defined-twice"),
+        pytest.param(None, None, Location.NOWHERE, id="lost"),
+    ],
+)
+def test_locate_reads_both_hosts(
+    source: DomainSummary | None, target: DomainSummary | None, where: Location
+) -> None:
+    assert locate(source=source, target=target) is where
