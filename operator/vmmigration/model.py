@@ -111,6 +111,7 @@ class PauseReason(str, enum.Enum):
     NONE = "None"
     USER = "User"
     MIGRATION = "Migration"  # paused by a migration: non-live copy, incoming, or our suspend
+    STARTING_UP = "StartingUp"  # an incoming migration's domain before the copy begins
     POST_COPY = "PostCopy"
     POST_COPY_FAILED = "PostCopyFailed"
     OTHER = "Other"

@@ -25,7 +25,7 @@ def _incoming(summary: DomainSummary | None) -> bool:
     return (
         summary is not None
         and summary.state is PowerState.PAUSED
-        and summary.pause_reason is PauseReason.MIGRATION
+        and summary.pause_reason in (PauseReason.MIGRATION, PauseReason.STARTING_UP)
     )
 
 

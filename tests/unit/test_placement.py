@@ -20,6 +20,8 @@ POST_COPY = domain(state=PowerState.PAUSED, reason=PauseReason.POST_COPY)
     [
         pytest.param(RUNNING, None, Location.SOURCE, id="not-started"),
         pytest.param(RUNNING, INCOMING, Location.SOURCE, id="live-copy-in-flight"),
+        pytest.param(RUNNING, domain(state=PowerState.PAUSED, reason=PauseReason.STARTING_UP),
+                     Location.SOURCE, id="incoming-domain-starting-up"),
         pytest.param(SUSPENDED_BY_MIGRATION, INCOMING, Location.SOURCE, id="non-live-copy-in-flight"),
         pytest.param(SUSPENDED_BY_MIGRATION, RUNNING, Location.TARGET, id="switch-over"),
         pytest.param(None, RUNNING, Location.TARGET, id="moved-and-undefined"),
