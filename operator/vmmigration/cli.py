@@ -7,8 +7,10 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 from rich.console import Console
@@ -47,13 +49,13 @@ class _StatsColumn(ProgressColumn):
         eta = f.get("eta")
         eta_text = "∞" if eta is None else f"{eta:.0f}s"
         return Text(
-            f"{_mib(f['processed'])} sent, {_mib(f['remaining'])} left of {_mib(f['total_bytes'])}"
-            f" │ dirty {_mib(f['dirty'])}/s │ xfer {_mib(f['rate'])}/s │ iter {f['iteration']}"
+            f"{_mib(f['remaining'])} left of {_mib(f['total_bytes'])} │ sent {_mib(f['processed'])}"
+            f" at {_mib(f['rate'])}/s │ dirty {_mib(f['dirty'])}/s │ pass {f['iteration']}"
             f" │ ETA {eta_text}"
         )
 
 
-def _choice(names: dict[str, object]) -> click.Choice:
+def _choice(names: Mapping[str, object]) -> click.Choice[str]:
     return click.Choice(sorted(names), case_sensitive=False)
 
 
@@ -177,7 +179,7 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
                     from vmmigration.virt.engine import Update
 
                     assert isinstance(update, Update)
-                    fields: dict[str, object] = {"eta": update.eta_seconds}
+                    fields: dict[str, Any] = {"eta": update.eta_seconds}
                     p = update.progress
                     if p is not None:
                         fields.update(total_bytes=p.data_total, processed=p.data_processed,
@@ -312,6 +314,28 @@ def boot(box: object, name: str, host_index: int, memory: int, dirty: int, dirty
     log = box.boot(spec, host=host)
     click.echo(json.dumps({"domain": name, "host": host.uri, "serialLog": str(log),
                            "accel": box.accelerator()}, indent=2))
+
+
+@sandbox.command()
+@click.argument("name")
+@click.option("--lines", type=click.IntRange(1, 10000), default=5, show_default=True)
+@click.pass_obj
+def console(box: object, name: str, lines: int) -> None:
+    """Show the end of guest NAME's serial console, with a heartbeat and corruption summary."""
+    from vmmigration.sandbox import guest
+    from vmmigration.sandbox.testbed import Sandbox
+
+    assert isinstance(box, Sandbox)
+    log = box.serial_log(name)
+    if not log.exists():
+        raise click.BadParameter(f"no serial log for {name} at {log}", param_hint="NAME")
+    for line in log.read_text(errors="replace").splitlines()[-lines:]:
+        click.echo(line)
+    beats = guest.heartbeats(log)
+    boots = sorted({b.boot for b in beats})
+    bad = guest.failures(log)
+    click.echo(f"-- {len(beats)} heartbeats, boots {boots}, "
+               + ("no corruption, no panic" if not bad else f"FAILURES: {bad[:3]}"))
 
 
 if __name__ == "__main__":
