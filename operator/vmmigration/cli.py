@@ -316,11 +316,11 @@ def boot(box: object, name: str, host_index: int, memory: int, dirty: int, dirty
                            "accel": box.accelerator()}, indent=2))
 
 
-@sandbox.command()
+@sandbox.command(name="console")
 @click.argument("name")
 @click.option("--lines", type=click.IntRange(1, 10000), default=5, show_default=True)
 @click.pass_obj
-def console(box: object, name: str, lines: int) -> None:
+def serial_console(box: object, name: str, lines: int) -> None:
     """Show the end of guest NAME's serial console, with a heartbeat and corruption summary."""
     from vmmigration.sandbox import guest
     from vmmigration.sandbox.testbed import Sandbox
