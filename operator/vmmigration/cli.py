@@ -167,7 +167,7 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
         else:
             with Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=20),
                 TextColumn("{task.percentage:>5.1f}%"),
                 _StatsColumn(),
                 TimeElapsedColumn(),

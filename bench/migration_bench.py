@@ -1,0 +1,151 @@
+"""Benchmark: the engine against raw libvirt and virsh, and the hybrid against non-live.
+
+Runs everything in one go on the sandbox, on the same guests:
+
+1. A live migration by the engine, by a bare ``migrateToURI3`` call with the
+   same flags, and by ``virsh migrate --live --p2p``: wall time and downtime.
+   The guest moves back and forth, and the three methods take turns, so each
+   sees both directions.
+2. For a guest that dirties memory faster than the bandwidth cap: downtime
+   of the hybrid (live, then suspend on stall) against a non-live migration.
+
+Prints medians and ratios. A script, not a test: nothing here asserts speed.
+
+    .venv/bin/python bench/migration_bench.py [--rounds 5] [--hot-rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# The baseline is libvirt itself, so this script (unlike the package) calls it directly.
+import libvirt
+
+from vmmigration.model import MigrationRequest, Mode, OnTimeout, Policy
+from vmmigration.sandbox import guest
+from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.virt.engine import Engine
+from vmmigration.virt.libvirt_host import Host
+
+Sample = tuple[float, float]  # wall seconds, downtime ms
+RAW_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+             | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+
+
+def downtime_on(uri: str, name: str) -> float:
+    with Host(uri) as host:
+        final = host.completed_job(name)
+    return float(final.downtime_ms) if final and final.downtime_ms is not None else float("nan")
+
+
+def by_engine(name: str, src: str, dst: str, policy: Policy = Policy(), mode: Mode = Mode.LIVE) -> Sample:
+    started = time.monotonic()
+    result = Engine().migrate(MigrationRequest(domain=name, source_uri=src, target_uri=dst,
+                                               mode=mode, policy=policy))
+    wall = time.monotonic() - started
+    return wall, float(result.downtime_ms) if result.downtime_ms is not None else float("nan")
+
+
+def by_raw_libvirt(name: str, src: str, dst: str) -> Sample:
+    conn = libvirt.open(src)
+    try:
+        dom = conn.lookupByName(name)
+        started = time.monotonic()
+        dom.migrateToURI3(dst, {}, RAW_FLAGS)
+        wall = time.monotonic() - started
+    finally:
+        conn.close()
+    return wall, downtime_on(dst, name)
+
+
+def by_virsh(name: str, src: str, dst: str) -> Sample:
+    started = time.monotonic()
+    subprocess.run(["virsh", "-q", "-c", src, "migrate", "--live", "--p2p", "--persistent",
+                    "--undefinesource", name, dst], check=True, capture_output=True)
+    wall = time.monotonic() - started
+    return wall, downtime_on(dst, name)
+
+
+def median(samples: list[Sample], index: int) -> float:
+    return statistics.median(s[index] for s in samples)
+
+
+def check_guest(log: Path) -> str:
+    beats = guest.heartbeats(log)
+    boots = {b.boot for b in beats}
+    bad = guest.failures(log)
+    return f"{len(beats)} heartbeats, {len(boots)} boot(s), {'no corruption' if not bad else bad[:2]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--hot-rounds", type=int, default=3)
+    parser.add_argument("--bandwidth", type=int, default=8, help="MiB/s cap for part 2")
+    args = parser.parse_args()
+
+    box = Sandbox(root=Path.home() / ".cache/vmmigration/bench-sandbox", count=2, subnet=2)
+    box.up()
+    a, b = (h.uri for h in box.hosts)
+    try:
+        # ---- part 1: engine vs raw libvirt vs virsh -----------------------------
+        name = "bench-live"
+        log = box.boot(box.guest_spec(name, dirty_mib=16, dirty_rate_mib=4), host=box.hosts[0])
+        methods: dict[str, Callable[[str, str, str], Sample]] = {
+            "engine (vmmigration)": by_engine,
+            "libvirt migrateToURI3": by_raw_libvirt,
+            "virsh migrate --live": by_virsh,
+        }
+        results: dict[str, list[Sample]] = {m: [] for m in methods}
+        here, there = a, b
+        for round_no in range(args.rounds):
+            for label, run in methods.items():
+                results[label].append(run(name, here, there))
+                here, there = there, here
+            print(f"round {round_no + 1}/{args.rounds} done", flush=True)
+        part1_guest = check_guest(log)
+
+        # ---- part 2: hybrid vs non-live on a guest dirtier than the link ----------
+        hot = "bench-hot"
+        hot_log = box.boot(box.guest_spec(hot, dirty_mib=48, dirty_rate_mib=48), host=box.hosts[0])
+        hybrid_policy = Policy(on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=3,
+                               bandwidth_mib_per_s=args.bandwidth)
+        capped = Policy(bandwidth_mib_per_s=args.bandwidth)
+        hybrid: list[Sample] = []
+        nonlive: list[Sample] = []
+        here, there = a, b
+        for round_no in range(args.hot_rounds):
+            hybrid.append(by_engine(hot, here, there, hybrid_policy, Mode.LIVE))
+            here, there = there, here
+            nonlive.append(by_engine(hot, here, there, capped, Mode.NON_LIVE))
+            here, there = there, here
+            print(f"hot round {round_no + 1}/{args.hot_rounds} done", flush=True)
+        part2_guest = check_guest(hot_log)
+    finally:
+        box.down()
+
+    base_wall = median(results["libvirt migrateToURI3"], 0)
+    print()
+    print(f"Live migration of a 128 MiB TCG guest rewriting 16 MiB at 4 MiB/s, median of {args.rounds}")
+    print(f"{'method':<24}{'wall s':>9}{'downtime ms':>13}{'wall vs raw':>13}")
+    for label, samples in results.items():
+        wall, down = median(samples, 0), median(samples, 1)
+        print(f"{label:<24}{wall:>9.2f}{down:>13.0f}{wall / base_wall:>12.2f}x")
+    print(f"guest: {part1_guest}")
+    print()
+    print(f"Guest rewriting 48 MiB at 48 MiB/s over a {args.bandwidth} MiB/s cap, median of {args.hot_rounds}")
+    print(f"{'method':<24}{'wall s':>9}{'downtime ms':>13}{'downtime vs non-live':>22}")
+    nl_down = median(nonlive, 1)
+    for label, samples in (("hybrid (live→suspend)", hybrid), ("non-live", nonlive)):
+        wall, down = median(samples, 0), median(samples, 1)
+        print(f"{label:<24}{wall:>9.2f}{down:>13.0f}{down / nl_down:>21.2f}x")
+    print(f"guest: {part2_guest}")
+
+
+if __name__ == "__main__":
+    main()
