@@ -241,9 +241,11 @@ class Engine:
                 else:
                     watch = dataclasses.replace(watch, escalated=True)
             elif verdict.decision is Decision.ABORT and abort_trigger is None:
-                abort_trigger = verdict.trigger
-                self._quietly(lambda: source.abort_job(name))
-                note = f"{verdict.trigger.value}: aborting"
+                # Before the job exists there is nothing to abort yet: try
+                # again at the next poll rather than forget the request.
+                if self._quietly(lambda: source.abort_job(name)):
+                    abort_trigger = verdict.trigger
+                    note = f"{verdict.trigger.value}: aborting"
             if note:
                 log.info("migration of %s: %s", name, note)
             if on_update is not None:

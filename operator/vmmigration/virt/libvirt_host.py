@@ -362,6 +362,10 @@ class Host:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib_per_s
         if flags.parallel:
             params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = parallel_connections
+            if flags.compressed:
+                # libvirt's default method (xbzrle) does not work over
+                # parallel connections; multifd compresses with zlib.
+                params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = "zlib"
         dom = self._domain(name)
         with _translated(MigrationFailed):
             if flags.peer_to_peer:

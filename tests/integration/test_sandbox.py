@@ -1,0 +1,64 @@
+"""The test bed itself: it survives a killed run and stops only what it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from vmmigration.sandbox import daemons
+from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.virt.libvirt_host import Host
+
+
+def test_up_recovers_from_a_killed_run_and_down_stops_only_its_own_processes() -> None:
+    box = Sandbox(root=Path.home() / ".cache/vmmigration/leftover-sandbox", count=2, subnet=3)
+    box.up()
+    hosts = box.hosts
+    box.boot(box.guest_spec("leftover"), host=hosts[0])
+    orphan_qemu = daemons.qemu_pids(hosts[0])
+    assert orphan_qemu, "the guest's QEMU has no pid file"
+
+    # A killed run: the daemons die hard, their QEMU lives on, state stays behind,
+    # and one stale pid file now names an unrelated process (the PID was reused).
+    for daemon in hosts:
+        os.kill(int(daemon.pid_file.read_text()), signal.SIGKILL)
+    decoy = subprocess.Popen(["sleep", "300"])
+    try:
+        hosts[1].pid_file.write_text(str(decoy.pid))
+        time.sleep(0.5)
+        status = box.up()
+        assert all(h["up"] for h in status["hosts"])  # type: ignore[index, union-attr]
+        for pid in orphan_qemu:
+            assert not _running(pid), f"leftover QEMU {pid} was not stopped"
+        assert decoy.poll() is None, "up killed a process the test bed did not start"
+        with Host(hosts[0].uri) as host:
+            assert host.domains() == (), "a fresh test bed must not inherit old domains"
+
+        stopped = box.down()
+        assert len([s for s in stopped if s.startswith("libvirtd")]) == 2
+        assert decoy.poll() is None, "down killed a process the test bed did not start"
+        assert not any(_answers(d.uri) for d in hosts), "a daemon survived down"
+    finally:
+        decoy.kill()
+        box.down()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _answers(uri: str) -> bool:
+    from vmmigration.virt.libvirt_host import HostUnreachable
+
+    try:
+        with Host(uri):
+            return True
+    except HostUnreachable:
+        return False
