@@ -34,7 +34,6 @@ from vmmigration.virt.libvirt_host import (
     Host,
     HostUnreachable,
     MigrationAborted,
-    OperationInvalid,
     VirtError,
 )
 
@@ -209,8 +208,12 @@ class Engine:
             thread.join(self.poll_interval_seconds)
             if not thread.is_alive():
                 break
-            # poll
-            progress = source.job(name)
+            # poll (a lost connection shows up in the migrate call too; keep watching until it does)
+            try:
+                progress = source.job(name)
+            except VirtError as error:
+                log.warning("cannot read the job of %s: %s", name, error)
+                progress = None
             elapsed = time.monotonic() - started
             sample = progress or JobProgress(elapsed_seconds=elapsed)
             sample = dataclasses.replace(sample, elapsed_seconds=elapsed)
@@ -291,8 +294,8 @@ class Engine:
         try:
             action()
             return True
-        except (OperationInvalid, VirtError) as error:
-            log.info("escalation not applied: %s", error)
+        except VirtError as error:
+            log.info("not applied: %s", error)
             return False
 
     @staticmethod

@@ -97,6 +97,8 @@ _PAUSE_REASONS = {
     libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: PauseReason.POST_COPY_FAILED,
 }
 
+_ACTIVE_JOBS = {libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED}
+
 _FLAG_BITS = {
     "live": libvirt.VIR_MIGRATE_LIVE,
     "offline": libvirt.VIR_MIGRATE_OFFLINE,
@@ -290,40 +292,30 @@ class Host:
 
     # ---- jobs -------------------------------------------------------------
 
-    def job(self, name: str) -> JobProgress | None:
-        """The active job's statistics, or None when no job runs. Source side only."""
+    def _job_stats(self, name: str, flags: int = 0) -> dict[str, Any] | None:
+        """libvirt's job statistics, or None when the domain or its job is gone."""
         try:
-            dom = self._domain(name)
-            stats = dom.jobStats()
-        except (DomainNotFound, OperationInvalid):
+            stats = self._domain(name).jobStats(flags)
+        except DomainNotFound:
             return None
         except libvirt.libvirtError as error:
             mapped = _mapped(error)
             if isinstance(mapped, (DomainNotFound, OperationInvalid)):
                 return None
             raise mapped from error
-        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) in (
-            libvirt.VIR_DOMAIN_JOB_NONE,
-            libvirt.VIR_DOMAIN_JOB_COMPLETED,
-            libvirt.VIR_DOMAIN_JOB_FAILED,
-            libvirt.VIR_DOMAIN_JOB_CANCELLED,
-        ):
+        return dict(stats) if stats else None
+
+    def job(self, name: str) -> JobProgress | None:
+        """The active job's statistics, or None when no job runs. Source side only."""
+        stats = self._job_stats(name)
+        if stats is None or stats.get("type") not in _ACTIVE_JOBS:
             return None
         return progress_from_stats(stats)
 
     def completed_job(self, name: str) -> JobProgress | None:
         """Statistics of the last completed job (on the target after an incoming migration)."""
-        try:
-            dom = self._domain(name)
-            stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-        except (DomainNotFound, OperationInvalid):
-            return None
-        except libvirt.libvirtError as error:
-            mapped = _mapped(error)
-            if isinstance(mapped, (DomainNotFound, OperationInvalid)):
-                return None
-            raise mapped from error
-        if not stats or stats.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
+        stats = self._job_stats(name, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        if stats is None or stats.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
             return None
         return progress_from_stats(stats)
 
