@@ -59,6 +59,13 @@ def _choice(names: Mapping[str, object]) -> click.Choice[str]:
     return click.Choice(sorted(names), case_sensitive=False)
 
 
+def _uri(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or not scheme or any(c.isspace() for c in value):
+        raise click.BadParameter(f"{value!r} is not a libvirt URI (for example qemu+tcp://host/system)")
+    return value
+
+
 _MODES = {"auto": Mode.AUTO, "live": Mode.LIVE, "non-live": Mode.NON_LIVE, "offline": Mode.OFFLINE}
 _ON_TIMEOUT = {"abort": OnTimeout.ABORT, "suspend": OnTimeout.SUSPEND, "post-copy": OnTimeout.POST_COPY}
 _STORAGE = {"shared": Storage.SHARED, "copy-all": Storage.COPY_ALL,
@@ -91,8 +98,10 @@ def cli(verbose: bool) -> None:
 
 @cli.command()
 @click.argument("domain")
-@click.option("--from", "source", required=True, metavar="URI", help="libvirt URI of the source host.")
-@click.option("--to", "target", required=True, metavar="URI", help="libvirt URI of the target host.")
+@click.option("--from", "source", required=True, metavar="URI", callback=_uri,
+              help="libvirt URI of the source host.")
+@click.option("--to", "target", required=True, metavar="URI", callback=_uri,
+              help="libvirt URI of the target host.")
 @click.option("--mode", type=_choice(_MODES), default="auto", show_default=True,
               help="auto = live when running, offline when shut off.")
 @click.option("--on-timeout", type=_choice(_ON_TIMEOUT), default="abort",
@@ -232,8 +241,8 @@ def _fail(as_json: bool, reason: str, lines: list[str], *, code: int) -> None:
 
 @cli.command()
 @click.argument("domain")
-@click.option("--from", "source", required=True, metavar="URI")
-@click.option("--to", "target", required=True, metavar="URI")
+@click.option("--from", "source", required=True, metavar="URI", callback=_uri)
+@click.option("--to", "target", required=True, metavar="URI", callback=_uri)
 def inspect(domain: str, source: str, target: str) -> None:
     """Say where DOMAIN runs and whether a migration job is still active (after a crash)."""
     from vmmigration.virt import aftermath

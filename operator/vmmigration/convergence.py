@@ -117,7 +117,34 @@ def decide(
     if watch.escalated:
         # One escalation per migration; after it only the hard timeout acts.
         return Verdict(Decision.CONTINUE, Trigger.NONE)
+    if policy.on_timeout is OnTimeout.SUSPEND and not good_moment_to_suspend(
+        watch=watch, progress=progress, policy=policy, why=why
+    ):
+        return Verdict(Decision.CONTINUE, why)
     return Verdict(_ESCALATION[policy.on_timeout], why)
+
+
+# Suspend when the current pass has less than this much transfer time left.
+SUSPEND_WINDOW_SECONDS = 1.0
+
+
+def good_moment_to_suspend(*, watch: Watch, progress: JobProgress, policy: Policy, why: Trigger) -> bool:
+    """Whether suspending now costs the least downtime.
+
+    Once suspended, QEMU must still send what is left of the current pass
+    plus every page dirtied during it. Suspending at the start of a pass
+    pays for a whole pass twice; near its end, almost only for the dirty set.
+    Passes are short next to the timeouts, so waiting for the end of one
+    costs little; if none comes in a further progress timeout, suspend anyway.
+    """
+    if progress.transfer_rate_bytes_per_s <= 0:
+        return True
+    if progress.data_remaining <= progress.transfer_rate_bytes_per_s * SUSPEND_WINDOW_SECONDS:
+        return True
+    if why is Trigger.STALLED:
+        waited = progress.elapsed_seconds - watch.best_at_seconds - policy.progress_timeout_seconds
+        return waited > policy.progress_timeout_seconds
+    return True
 
 
 def percent_done(progress: JobProgress) -> float:

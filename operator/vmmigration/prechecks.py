@@ -31,6 +31,7 @@ class SourceFacts:
     domain: DomainSummary
     versions: HostVersions
     disks: tuple[str, ...]
+    host_uuid: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,21 @@ class TargetFacts:
     domains: tuple[DomainSummary, ...]
     cpu: CpuVerdict
     invisible_disks: tuple[str, ...]
+    host_uuid: str = ""
+
+
+def check_distinct_hosts(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:
+    # Two URIs can name one host (an alias, a unix and a TCP socket); the host
+    # UUID cannot lie, and libvirt would refuse the move only half-way through.
+    if source.host_uuid and source.host_uuid == target.host_uuid:
+        return [
+            Finding(
+                "SameHost",
+                f"{source.host} and {target.host} are the same host (uuid {source.host_uuid}); "
+                "pick a different target",
+            )
+        ]
+    return []
 
 
 def check_placement(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:
@@ -136,6 +152,10 @@ def check_versions(*, source: SourceFacts, target: TargetFacts) -> list[Finding]
 
 
 def evaluate(*, source: SourceFacts, target: TargetFacts, storage: Storage) -> Sequence[Finding]:
+    same_host = check_distinct_hosts(source=source, target=target)
+    if same_host:
+        # Every other check would compare the host with itself and mislead.
+        return same_host
     return [
         *check_placement(source=source, target=target),
         *check_versions(source=source, target=target),

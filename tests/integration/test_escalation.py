@@ -113,10 +113,10 @@ def test_an_abort_after_the_hybrid_suspend_resumes_the_source(
         if update.mode is EffectiveMode.LIVE_SUSPENDED:
             cancel.set()
 
-    policy = Policy(on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=3, bandwidth_mib_per_s=2,
-                    completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
+    # After the suspend, 48 MiB of dirty pages at 8 MiB/s: seconds for the abort to land in.
     with pytest.raises(MigrationCancelled):
-        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy),
+        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
+                                 policy=stuck_policy(OnTimeout.SUSPEND)),
                          on_update=abort_after_suspend, cancel=cancel)
     at_abort = vm.count()
 

@@ -119,3 +119,12 @@ def test_a_live_migration_of_a_shut_off_domain_is_refused(
     error = refused(request(name, source_host, target_host, mode=Mode.LIVE), source, target)
     assert error.reasons == ["ModeMismatch"]
     assert "use Offline or Auto" in str(error)
+
+
+def test_a_target_that_is_the_source_under_another_uri_is_refused(
+    sandbox: Sandbox, name: str, source_host: Daemon, source: Host
+) -> None:
+    define(sandbox, source_host, name)
+    error = refused(MigrationRequest(domain=name, source_uri=source_host.uri,
+                                     target_uri=source_host.unix_uri), source)
+    assert error.reasons == ["SameHost"]

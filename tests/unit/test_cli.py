@@ -27,6 +27,10 @@ NOWHERE = "qemu+tcp://127.0.0.1:1/system"
                      "'pray' is not one of", id="unknown-escalation"),
         pytest.param(["migrate", "--from", NOWHERE, "--to", NOWHERE], "Missing argument 'DOMAIN'",
                      id="no-domain"),
+        pytest.param(["migrate", "vm", "--from", "kvm-a", "--to", NOWHERE],
+                     "'kvm-a' is not a libvirt URI", id="host-name-instead-of-uri"),
+        pytest.param(["inspect", "vm", "--from", NOWHERE, "--to", "qemu+tcp://a b/system"],
+                     "is not a libvirt URI", id="uri-with-space"),
     ],
 )
 def test_bad_arguments_are_rejected_with_a_usage_error(args: list[str], words: str) -> None:

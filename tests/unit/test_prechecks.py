@@ -58,6 +58,14 @@ def test_each_failing_check_names_its_reason(
     assert words in findings[0].message
 
 
+def test_the_same_host_under_two_uris_is_refused_alone() -> None:
+    uuid = "5f0c2e7a-0000-4000-8000-000000000001"
+    findings = evaluate(source=source(host_uuid=uuid),
+                        target=target(host_uuid=uuid, domains=(domain(),)), storage=Storage.SHARED)
+    assert [f.reason for f in findings] == ["SameHost"]
+    assert "are the same host" in findings[0].message
+
+
 def test_a_domain_defined_but_shut_off_on_the_target_is_not_a_clash() -> None:
     leftover = domain(state=PowerState.SHUT_OFF)
     assert evaluate(source=source(), target=target(domains=(leftover,)), storage=Storage.SHARED) == []

@@ -129,7 +129,8 @@ class Engine:
             else ()
         )
         facts_source = prechecks.SourceFacts(
-            host=source.uri, domain=domain, versions=source.versions(), disks=disks
+            host=source.uri, domain=domain, versions=source.versions(), disks=disks,
+            host_uuid=source.host_uuid(),
         )
         facts_target = prechecks.TargetFacts(
             host=target.uri,
@@ -138,6 +139,7 @@ class Engine:
             domains=target.domains(),
             cpu=target.compare_cpu(domain_xml=source.domain_xml(request.domain)),
             invisible_disks=invisible,
+            host_uuid=target.host_uuid(),
         )
         findings = list(
             prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage)

@@ -177,6 +177,12 @@ class Host:
                 libvirt=int(self._conn.getLibVersion()), hypervisor=int(self._conn.getVersion())
             )
 
+    def host_uuid(self) -> str:
+        """The host UUID libvirt reports (what it compares to refuse a same-host migration)."""
+        with _translated():
+            caps = ET.fromstring(self._conn.getCapabilities())
+        return caps.findtext("./host/uuid") or ""
+
     def free_memory_bytes(self) -> int:
         with _translated():
             return int(self._conn.getFreeMemory())
