@@ -132,6 +132,16 @@ class DomainSummary:
 
 
 @dataclasses.dataclass(frozen=True)
+class DiskImage:
+    """One writable disk of a domain, as its storage must be provided on a target."""
+
+    path: str
+    format: str = "raw"
+    backing: str | None = None
+    backing_format: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class HostVersions:
     libvirt: int  # major * 1_000_000 + minor * 1_000 + release
     hypervisor: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from vmmigration.model import MIB, DomainSummary, HostVersions, Storage, format_version
+from vmmigration.model import MIB, DiskImage, DomainSummary, HostVersions, Storage, format_version
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ class SourceFacts:
     host: str
     domain: DomainSummary
     versions: HostVersions
-    disks: tuple[str, ...]
+    disks: tuple[DiskImage, ...]
     host_uuid: str = ""
 
 
@@ -43,6 +43,11 @@ class TargetFacts:
     cpu: CpuVerdict
     invisible_disks: tuple[str, ...]
     host_uuid: str = ""
+    # Of the invisible disks: those in a directory no storage pool on the
+    # target manages (libvirt cannot create them there) …
+    uncreatable_disks: tuple[str, ...] = ()
+    # … and backing files the target cannot see (CopyIncremental needs them).
+    invisible_backing: tuple[str, ...] = ()
 
 
 def check_distinct_hosts(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:
@@ -121,16 +126,34 @@ def check_cpu(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:
 
 
 def check_storage(*, storage: Storage, target: TargetFacts) -> list[Finding]:
-    if storage is not Storage.SHARED or not target.invisible_disks:
-        return []
-    disks = ", ".join(target.invisible_disks)
-    return [
-        Finding(
-            "DiskNotVisible",
-            f"storage is Shared but {target.host} cannot see {disks}; put the disks on "
-            "storage both hosts share, or use storage CopyAll",
+    if storage is Storage.SHARED:
+        if not target.invisible_disks:
+            return []
+        return [
+            Finding(
+                "DiskNotVisible",
+                f"storage is Shared but {target.host} cannot see {', '.join(target.invisible_disks)}; "
+                "put the disks on storage both hosts share, or use storage CopyAll",
+            )
+        ]
+    found = []
+    if target.uncreatable_disks:
+        found.append(
+            Finding(
+                "NoTargetPool",
+                f"{target.host} has no storage pool for the directory of "
+                f"{', '.join(target.uncreatable_disks)}; define one so the copy can be created",
+            )
         )
-    ]
+    if storage is Storage.COPY_INCREMENTAL and target.invisible_backing:
+        found.append(
+            Finding(
+                "BackingNotVisible",
+                f"CopyIncremental copies only the top image, but {target.host} cannot see its "
+                f"backing file {', '.join(target.invisible_backing)}; share it, or use CopyAll",
+            )
+        )
+    return found
 
 
 def check_versions(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:

@@ -58,6 +58,7 @@ def test_post_copy_finishes_a_migration_that_cannot_converge_live(
     at_move = vm.count()
 
     assert result.mode is EffectiveMode.POST_COPY
+    assert result.bytes_transferred > 0
     moved = target.summary(name)
     assert (moved.state, moved.pause_reason) == (PowerState.RUNNING, PauseReason.NONE)
     assert source.find(name) is None

@@ -44,6 +44,12 @@ def test_a_healthy_pair_passes_every_check() -> None:
                      "CpuIncompatible", "not compatible with kvm-b: avx512f missing", id="cpu"),
         pytest.param({"invisible_disks": ("/var/lib/libvirt/images/a.qcow2",)}, Storage.SHARED,
                      "DiskNotVisible", "cannot see /var/lib/libvirt/images/a.qcow2", id="disk"),
+        pytest.param({"invisible_disks": ("/local/a.qcow2",), "uncreatable_disks": ("/local/a.qcow2",)},
+                     Storage.COPY_ALL, "NoTargetPool", "no storage pool for the directory of /local/a.qcow2",
+                     id="no-pool-to-copy-into"),
+        pytest.param({"invisible_disks": ("/local/a.qcow2",), "invisible_backing": ("/base.qcow2",)},
+                     Storage.COPY_INCREMENTAL, "BackingNotVisible", "backing file /base.qcow2",
+                     id="incremental-needs-the-backing"),
         pytest.param({"versions": HostVersions(libvirt=9_000_000, hypervisor=10_000_002)},
                      Storage.SHARED, "TargetOlder", "libvirt 9.0.0, older than 11.3.0", id="older-libvirt"),
         pytest.param({"versions": HostVersions(libvirt=11_003_000, hypervisor=7_002_000)},
@@ -73,6 +79,11 @@ def test_a_domain_defined_but_shut_off_on_the_target_is_not_a_clash() -> None:
 
 def test_invisible_disks_do_not_matter_when_the_disks_are_copied() -> None:
     facts = target(invisible_disks=("/var/lib/libvirt/images/a.qcow2",))
+    assert evaluate(source=source(), target=facts, storage=Storage.COPY_ALL) == []
+
+
+def test_an_invisible_backing_file_does_not_matter_when_everything_is_copied() -> None:
+    facts = target(invisible_disks=("/local/a.qcow2",), invisible_backing=("/base.qcow2",))
     assert evaluate(source=source(), target=facts, storage=Storage.COPY_ALL) == []
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from vmmigration import convergence, planner, prechecks
 from vmmigration.convergence import Decision, Trigger
 from vmmigration.model import (
+    DiskImage,
     DomainSummary,
     EffectiveMode,
     JobProgress,
@@ -88,6 +89,7 @@ class Plan:
     mode: Mode
     flags: planner.MigrationFlags
     domain: DomainSummary
+    precreate: tuple[DiskImage, ...] = ()
 
 
 def _connect(uri: str, *, role: str) -> Host:
@@ -123,11 +125,7 @@ class Engine:
         except planner.PlanError as error:
             raise PrecheckFailed([Finding(error.reason, str(error))]) from error
         disks = source.disks(request.domain)
-        invisible = (
-            tuple(d for d in disks if not target.disk_visible(d))
-            if request.storage is Storage.SHARED
-            else ()
-        )
+        invisible = tuple(d for d in disks if not target.disk_visible(d.path))
         facts_source = prechecks.SourceFacts(
             host=source.uri, domain=domain, versions=source.versions(), disks=disks,
             host_uuid=source.host_uuid(),
@@ -138,15 +136,22 @@ class Engine:
             free_memory_bytes=target.free_memory_bytes(),
             domains=target.domains(),
             cpu=target.compare_cpu(domain_xml=source.domain_xml(request.domain)),
-            invisible_disks=invisible,
+            invisible_disks=tuple(d.path for d in invisible),
             host_uuid=target.host_uuid(),
+            uncreatable_disks=tuple(d.path for d in invisible if not target.has_pool_for(d.path)),
+            invisible_backing=tuple(
+                d.backing for d in invisible if d.backing and not target.disk_visible(d.backing)
+            ),
         )
         findings = list(
             prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage)
         )
         if findings:
             raise PrecheckFailed(findings)
-        return Plan(mode=mode, flags=flags, domain=domain)
+        # libvirt creates the copies of non-shared disks for CopyAll, but an
+        # incremental copy needs the top image there already, on its backing.
+        precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()
+        return Plan(mode=mode, flags=flags, domain=domain, precreate=precreate)
 
     # ---- the migration ----------------------------------------------------
 
@@ -195,6 +200,7 @@ class Engine:
             except BaseException as error:  # handed to the monitor thread
                 failure.append(error)
 
+        created = self._precreate(plan, request, source=source, target=target)
         started = time.monotonic()
         thread = threading.Thread(target=worker, name=f"migrate-{name}", daemon=True)
         thread.start()
@@ -269,6 +275,7 @@ class Engine:
         if failure:
             self._restore_after_failure(plan, source=source, target=target,
                                         suspended_by_us=suspended_by_us)
+            self._remove_images(created, name=name, target=target)
             raise self._failure(failure[0], request, abort_trigger, source=source,
                                 target=target, last=last) from failure[0]
 
@@ -284,11 +291,34 @@ class Engine:
             mode=mode,
             duration_seconds=duration,
             downtime_ms=final.downtime_ms if final else None,
-            bytes_transferred=final.data_processed if final else 0,
+            # After post-copy libvirt keeps no completed statistics on the
+            # target; the last sample from the source is a lower bound.
+            bytes_transferred=final.data_processed if final else (last.data_processed if last else 0),
             final=final,
         )
 
     # ---- helpers ----------------------------------------------------------
+
+    def _precreate(self, plan: Plan, request: MigrationRequest, *, source: Host,
+                   target: Host) -> list[str]:
+        created: list[str] = []
+        try:
+            for image in plan.precreate:
+                target.create_image(image, capacity_bytes=source.disk_capacity(request.domain, image.path))
+                created.append(image.path)
+        except VirtError as error:
+            self._remove_images(created, name=request.domain, target=target)
+            raise PrecheckFailed([Finding("TargetStorage", f"cannot create the disks on "
+                                          f"{target.uri}: {error}")]) from error
+        return created
+
+    @staticmethod
+    def _remove_images(paths: list[str], *, name: str, target: Host) -> None:
+        """Remove copies we created for a migration that did not happen: they hold nothing."""
+        if not paths or target.find(name) is not None:
+            return
+        for path in paths:
+            Engine._quietly(lambda: target.delete_image(path))
 
     @staticmethod
     def _quietly(action: Callable[[], None]) -> bool:

@@ -8,13 +8,16 @@ errors the rest of the code can reason about.
 from __future__ import annotations
 
 import contextlib
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
+from xml.sax.saxutils import escape
 
 import libvirt
 
 from vmmigration.model import (
+    DiskImage,
     DomainSummary,
     HostVersions,
     JobProgress,
@@ -122,6 +125,13 @@ def flag_bits(flags: MigrationFlags) -> int:
         if getattr(flags, name):
             bits |= bit
     return bits
+
+
+def _source_path(element: ET.Element) -> str | None:
+    source = element.find("source")
+    if source is None:
+        return None
+    return source.get("file") or source.get("dev")
 
 
 def progress_from_stats(stats: dict[str, Any]) -> JobProgress:
@@ -242,20 +252,31 @@ class Host:
         with _translated():
             return str(self._domain(name).XMLDesc(flags))
 
-    def disks(self, name: str) -> tuple[str, ...]:
-        """Paths of the domain's writable file and block disks (what shared storage must hold)."""
+    def disks(self, name: str) -> tuple[DiskImage, ...]:
+        """The domain's writable file and block disks (what storage must provide on a target)."""
         root = ET.fromstring(self.domain_xml(name))
-        paths = []
+        found = []
         for disk in root.findall("./devices/disk"):
             if disk.get("device") not in (None, "disk", "lun") or disk.find("readonly") is not None:
                 continue
-            source = disk.find("source")
-            if source is None:
+            path = _source_path(disk)
+            if not path:
                 continue
-            path = source.get("file") or source.get("dev")
-            if path:
-                paths.append(path)
-        return tuple(paths)
+            driver = disk.find("driver")
+            backing = disk.find("backingStore")
+            backing_path = _source_path(backing) if backing is not None else None
+            backing_format = backing.find("format") if backing is not None else None
+            found.append(DiskImage(
+                path=path,
+                format=driver.get("type", "raw") if driver is not None else "raw",
+                backing=backing_path,
+                backing_format=backing_format.get("type") if backing_format is not None else None,
+            ))
+        return tuple(found)
+
+    def disk_capacity(self, name: str, path: str) -> int:
+        with _translated():
+            return int(self._domain(name).blockInfo(path)[0])
 
     def compare_cpu(self, *, domain_xml: str) -> CpuVerdict:
         """libvirt's hypervisor CPU compare of the domain's CPU against this host."""
@@ -295,6 +316,35 @@ class Host:
                 return False
             raise _mapped(error) from error
         return True
+
+    def has_pool_for(self, path: str) -> bool:
+        """Whether a storage pool here manages the directory ``path`` would be created in."""
+        try:
+            self._conn.storagePoolLookupByTargetPath(os.path.dirname(path))
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                return False
+            raise _mapped(error) from error
+        return True
+
+    def create_image(self, image: DiskImage, *, capacity_bytes: int) -> None:
+        """Create an empty image at ``image.path``, on the same backing chain (for CopyIncremental)."""
+        backing = ""
+        if image.backing:
+            backing = (f"<backingStore><path>{escape(image.backing)}</path>"
+                       f"<format type='{escape(image.backing_format or 'raw')}'/></backingStore>")
+        with _translated():
+            pool = self._conn.storagePoolLookupByTargetPath(os.path.dirname(image.path))
+            pool.createXML(
+                f"<volume><name>{escape(os.path.basename(image.path))}</name>"
+                f"<capacity unit='bytes'>{capacity_bytes}</capacity>"
+                f"<target><format type='{escape(image.format)}'/></target>{backing}</volume>",
+                0,
+            )
+
+    def delete_image(self, path: str) -> None:
+        with _translated():
+            self._conn.storageVolLookupByPath(path).delete(0)
 
     # ---- jobs -------------------------------------------------------------
 
