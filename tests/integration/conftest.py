@@ -31,6 +31,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 WATCHDOG_SECONDS = 150.0
+_TESTBED: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _TESTBED:
+        terminalreporter.write_line(f"test bed: {line}")
 _names = itertools.count(1)
 
 
@@ -40,7 +46,8 @@ def sandbox() -> Iterator[Sandbox]:
                                Path.home() / ".cache/vmmigration/test-sandbox"))
     box = Sandbox(root=root, count=2, subnet=1)
     box.up()
-    print(f"\ntest bed up: {[h.uri for h in box.hosts]}, accelerator {box.accelerator()}")
+    _TESTBED.append(f"{len(box.hosts)} libvirt hosts {[h.uri for h in box.hosts]}, "
+                    f"guests under {box.accelerator().upper()}")
     yield box
     box.down()
 
