@@ -26,6 +26,7 @@ from pathlib import Path
 # The baseline is libvirt itself, so this script (unlike the package) calls it directly.
 import libvirt
 
+from vmmigration.config import CACHE
 from vmmigration.model import MigrationRequest, Mode, OnTimeout, Policy
 from vmmigration.sandbox import guest
 from vmmigration.sandbox.testbed import Sandbox
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--bandwidth", type=int, default=8, help="MiB/s cap for part 2")
     args = parser.parse_args()
 
-    box = Sandbox(root=Path.home() / ".cache/vmmigration/bench-sandbox", count=2, subnet=2)
+    box = Sandbox(root=CACHE / "bench-sandbox", count=2, subnet=2)
     box.up()
     a, b = (h.uri for h in box.hosts)
     try:

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
+from vmmigration.config import Settings
 from vmmigration.model import (
     EffectiveMode,
     MigrationRequest,
@@ -74,6 +75,7 @@ _STORAGE = {"shared": Storage.SHARED, "copy-all": Storage.COPY_ALL,
 
 def main() -> None:
     """Entry point: known failures become one readable line and exit 1, not a traceback."""
+    from vmmigration.config import SettingsError
     from vmmigration.sandbox.daemons import DaemonError
     from vmmigration.sandbox.guest import GuestBuildError
     from vmmigration.sandbox.testbed import SandboxError
@@ -81,7 +83,7 @@ def main() -> None:
 
     try:
         cli()
-    except (VirtError, SandboxError, DaemonError, GuestBuildError) as error:
+    except (VirtError, SandboxError, DaemonError, GuestBuildError, SettingsError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
 
@@ -169,7 +171,7 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
         cancel.set()
 
     signal.signal(signal.SIGINT, interrupted)
-    engine = Engine()
+    engine = Engine(poll_interval_seconds=Settings.from_env().poll_interval_seconds)
     try:
         if as_json:
             result = engine.migrate(request, cancel=cancel)
@@ -276,9 +278,10 @@ def inspect(domain: str, source: str, target: str) -> None:
 @click.pass_context
 def sandbox(ctx: click.Context, root: Path | None, count: int, subnet: int) -> None:
     """Local libvirt hosts on this machine, for the demo and the tests."""
-    from vmmigration.sandbox.testbed import DEFAULT_ROOT, Sandbox
+    from vmmigration.sandbox.testbed import Sandbox
 
-    ctx.obj = Sandbox(root=root or DEFAULT_ROOT, count=count, subnet=subnet)
+    settings = Settings.from_env()
+    ctx.obj = Sandbox(root=root or settings.sandbox_dir, count=count, subnet=subnet, settings=settings)
 
 
 @sandbox.command()

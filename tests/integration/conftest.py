@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from vmmigration.config import Settings
 from vmmigration.sandbox import guest
 from vmmigration.sandbox.daemons import Daemon
 from vmmigration.sandbox.testbed import Sandbox
@@ -42,9 +43,7 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
-    root = Path(os.environ.get("VMMIGRATION_TEST_SANDBOX_DIR",
-                               Path.home() / ".cache/vmmigration/test-sandbox"))
-    box = Sandbox(root=root, count=2, subnet=1)
+    box = Sandbox(root=Settings.from_env().test_sandbox_dir, count=2, subnet=1)
     box.up()
     _TESTBED.append(f"{len(box.hosts)} libvirt hosts {[h.uri for h in box.hosts]}, "
                     f"guests under {box.accelerator().upper()}")

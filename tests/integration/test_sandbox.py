@@ -8,13 +8,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from vmmigration.config import CACHE
 from vmmigration.sandbox import daemons
 from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host
 
 
 def test_up_recovers_from_a_killed_run_and_down_stops_only_its_own_processes() -> None:
-    box = Sandbox(root=Path.home() / ".cache/vmmigration/leftover-sandbox", count=2, subnet=3)
+    box = Sandbox(root=CACHE / "leftover-sandbox", count=2, subnet=3)
     box.up()
     hosts = box.hosts
     box.boot(box.guest_spec("leftover"), host=hosts[0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import os
 import re
 import shutil
 import stat
@@ -56,11 +55,12 @@ class Heartbeat:
     passes: int
 
 
-def find_kernel() -> Path:
-    """The guest kernel: $VMMIGRATION_GUEST_KERNEL, else the newest Debian kernel in /boot."""
-    explicit = os.environ.get("VMMIGRATION_GUEST_KERNEL")
-    if explicit:
-        return Path(explicit)
+def find_kernel(explicit: Path | None = None) -> Path:
+    """The guest kernel: ``explicit`` (VMMIGRATION_GUEST_KERNEL), else the newest Debian kernel in /boot."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise GuestBuildError(f"guest kernel {explicit} does not exist")
+        return explicit
     candidates = sorted(glob.glob("/boot/vmlinuz-*"))
     if not candidates:
         raise GuestBuildError(
@@ -70,10 +70,10 @@ def find_kernel() -> Path:
     return Path(candidates[-1])
 
 
-def build_image(*, into: Path) -> GuestImage:
+def build_image(*, into: Path, kernel: Path | None = None) -> GuestImage:
     """Make (or reuse) the kernel and initramfs under ``into``, keyed by their inputs."""
     source = resources.files("vmmigration.sandbox").joinpath("memwriter.c").read_bytes()
-    kernel = find_kernel()
+    kernel = find_kernel(kernel)
     key = hashlib.sha256(source + _INIT_SCRIPT.encode() + str(kernel).encode()).hexdigest()[:12]
     into.mkdir(parents=True, exist_ok=True)
     initrd = into / f"initrd-{key}.cpio"

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from vmmigration.config import Settings
 from vmmigration.sandbox import daemons, guest
 from vmmigration.sandbox.daemons import Daemon
 
-DEFAULT_ROOT = Path(os.environ.get("VMMIGRATION_SANDBOX_DIR", Path.home() / ".cache/vmmigration/sandbox"))
 SHARED_POOL = "shared"
 LOCAL_POOL = "local"
 
@@ -29,11 +29,12 @@ class SandboxError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Sandbox:
-    root: Path = DEFAULT_ROOT
+    root: Path = dataclasses.field(default_factory=lambda: Settings.from_env().sandbox_dir)
     count: int = 2
     # Hosts listen on 127.0.<subnet>.2, .3, … so that two sandboxes (the
     # demo's and the tests') can run side by side.
     subnet: int = 0
+    settings: Settings = dataclasses.field(default_factory=Settings.from_env)
 
     @property
     def hosts(self) -> list[Daemon]:
@@ -146,7 +147,7 @@ class Sandbox:
     # ---- guests -----------------------------------------------------------
 
     def image(self) -> guest.GuestImage:
-        return guest.build_image(into=self.shared / "guest")
+        return guest.build_image(into=self.shared / "guest", kernel=self.settings.guest_kernel)
 
     def serial_log(self, name: str) -> Path:
         return self.serial_dir / f"{name}.log"
@@ -158,9 +159,8 @@ class Sandbox:
         runs under KVM while a Linux kernel hangs early. So boot the real guest
         once and wait for its heartbeat. The answer is cached per kernel and QEMU.
         """
-        forced = os.environ.get("VMMIGRATION_ACCEL")
-        if forced in ("kvm", "tcg"):
-            return forced
+        if self.settings.accel in ("kvm", "tcg"):
+            return self.settings.accel
         state = self._read_state()
         if state.get("accel"):
             return str(state["accel"])
@@ -173,7 +173,7 @@ class Sandbox:
             if "kvm" not in host.domain_capabilities_virt_types():
                 return "tcg"
         cache = self.root.parent / "accel.json"
-        key = f"{guest.find_kernel()}|{_qemu_version()}"
+        key = f"{guest.find_kernel(self.settings.guest_kernel)}|{_qemu_version()}"
         try:
             known = json.loads(cache.read_text())
         except (OSError, ValueError):

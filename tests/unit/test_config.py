@@ -1,0 +1,39 @@
+"""Settings come from the environment once, and a bad value names its variable."""
+
+from pathlib import Path
+
+import pytest
+
+from vmmigration.config import Settings, SettingsError
+
+
+def test_defaults_apply_when_nothing_is_set() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.accel == "auto" and settings.poll_interval_seconds == 0.5
+
+
+def test_every_variable_is_read() -> None:
+    settings = Settings.from_env({
+        "VMMIGRATION_SANDBOX_DIR": "/srv/sandbox",
+        "VMMIGRATION_TEST_SANDBOX_DIR": "/srv/tests",
+        "VMMIGRATION_ACCEL": "TCG",
+        "VMMIGRATION_GUEST_KERNEL": "/boot/vmlinuz-x",
+        "VMMIGRATION_POLL_INTERVAL_SECONDS": "0.25",
+    })
+    assert settings == Settings(sandbox_dir=Path("/srv/sandbox"), test_sandbox_dir=Path("/srv/tests"),
+                                accel="tcg", guest_kernel=Path("/boot/vmlinuz-x"),
+                                poll_interval_seconds=0.25)
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        pytest.param({"VMMIGRATION_ACCEL": "hvf"}, "VMMIGRATION_ACCEL must be auto, kvm or tcg", id="accel"),
+        pytest.param({"VMMIGRATION_POLL_INTERVAL_SECONDS": "fast"}, "must be a number of seconds", id="nan"),
+        pytest.param({"VMMIGRATION_POLL_INTERVAL_SECONDS": "0"}, "must be 0.05 to 10", id="zero-poll"),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_variable_name(env: dict[str, str], words: str) -> None:
+    with pytest.raises(SettingsError, match=words):
+        Settings.from_env(env)
