@@ -131,17 +131,26 @@ def cli(verbose: bool) -> None:
               help="Remove the definition from the source (libvirt's own default keeps it).")
 @click.option("--allow-unsafe", is_flag=True,
               help="Skip libvirt's storage safety check, for shared storage it cannot recognise.")
+@click.option("--adopt", is_flag=True,
+              help="Take over a migration job of DOMAIN that is already running (after a crash) "
+                   "instead of starting one; the policy options apply to it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, without a progress bar.")
 def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
             progress_timeout: float, completion_timeout_per_gib: float, hard_timeout: float,
             bandwidth: int, max_downtime: int, auto_converge: bool, compressed: bool,
             parallel: int, p2p: bool, storage: str, persist: bool, undefine_source: bool,
-            allow_unsafe: bool, as_json: bool) -> None:
+            allow_unsafe: bool, adopt: bool, as_json: bool) -> None:
     """Migrate DOMAIN from one libvirt host to another, showing live progress.
 
     Ctrl-C aborts the migration; the VM keeps running on the source.
     """
-    from vmmigration.virt.engine import Engine, MigrationCancelled, MigrationError, PrecheckFailed
+    from vmmigration.virt.engine import (
+        Engine,
+        MigrationCancelled,
+        MigrationError,
+        NoJobToAdopt,
+        PrecheckFailed,
+    )
 
     request = MigrationRequest(
         domain=domain,
@@ -172,9 +181,10 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
 
     signal.signal(signal.SIGINT, interrupted)
     engine = Engine(poll_interval_seconds=Settings.from_env().poll_interval_seconds)
+    run = engine.adopt if adopt else engine.migrate
     try:
         if as_json:
-            result = engine.migrate(request, cancel=cancel)
+            result = run(request, cancel=cancel)
         else:
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -201,10 +211,12 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
                     bar.update(task, completed=update.percent,
                                description=f"{domain} {update.mode.value}", **fields)
 
-                result = engine.migrate(request, on_update=show, cancel=cancel)
+                result = run(request, on_update=show, cancel=cancel)
     except PrecheckFailed as error:
         _fail(as_json, "PrecheckFailed", [f"{f.reason}: {f.message}" for f in error.findings],
               code=EXIT_PRECHECK)
+    except NoJobToAdopt as error:
+        _fail(as_json, "NoJobToAdopt", [str(error)], code=EXIT_PRECHECK)
     except MigrationCancelled as error:
         _fail(as_json, error.reason, [str(error)], code=EXIT_ABORTED)
     except MigrationError as error:

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
-from vmmigration.model import JobProgress
+import pytest
+
+from vmmigration.model import EffectiveMode, JobProgress, MigrationRequest, OnTimeout, Policy, PowerState
 from vmmigration.placement import Location
 from vmmigration.sandbox.daemons import Daemon
 from vmmigration.virt import aftermath
+from vmmigration.virt.engine import Engine, NoJobToAdopt, PrecheckFailed
 from vmmigration.virt.libvirt_host import Host
 
 _IDLE = JobProgress(elapsed_seconds=0)
@@ -63,3 +66,49 @@ def test_inspect_reports_an_unreachable_host_instead_of_failing(
     found = aftermath.inspect(domain=name, source=source, target=None)
     assert found.location is Location.SOURCE
     assert not found.job_active
+
+
+def test_a_restarted_process_adopts_the_orphaned_job_and_escalates_it_to_completion(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    # Cannot converge: the dead client's escalation died with it.
+    vm = boot(name, dirty_mib=48, dirty_rate_mib=48)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "vmmigration.cli", "migrate", name, "--from", source_host.uri,
+         "--to", target_host.uri, "--bandwidth", "8", "--progress-timeout", "0",
+         "--completion-timeout-per-gib", "0", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        wait_for(lambda: (source.job(name) or _IDLE).data_total > 0, 30, "memory to be copying")
+        os.killpg(client.pid, signal.SIGKILL)
+    finally:
+        client.wait(10)
+
+    # A second migration is refused while the orphan still moves the VM.
+    with pytest.raises(PrecheckFailed) as refused:
+        Engine().migrate(MigrationRequest(domain=name, source_uri=source_host.uri,
+                                          target_uri=target_host.uri))
+    assert refused.value.reasons == ["MigrationInProgress"]
+
+    policy = Policy(on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=3,
+                    completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
+    result = Engine().adopt(MigrationRequest(domain=name, source_uri=source_host.uri,
+                                             target_uri=target_host.uri, policy=policy))
+    at_move = vm.count()
+
+    assert result.mode is EffectiveMode.LIVE_SUSPENDED
+    assert target.summary(name).state is PowerState.RUNNING
+    assert aftermath.inspect(domain=name, source=source, target=target).location is Location.TARGET
+    vm.assert_kept_running(after=at_move)
+
+
+def test_adopting_when_no_job_runs_changes_nothing_and_says_where_the_vm_is(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host  # type: ignore[no-untyped-def]
+) -> None:
+    boot(name)
+    with pytest.raises(NoJobToAdopt, match="it is on the source") as caught:
+        Engine().adopt(MigrationRequest(domain=name, source_uri=source_host.uri,
+                                        target_uri=target_host.uri))
+    assert caught.value.found.location is Location.SOURCE
+    assert source.summary(name).state is PowerState.RUNNING

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from vmmigration import convergence, planner, prechecks
-from vmmigration.convergence import Decision, Trigger
+from vmmigration.convergence import Trigger
 from vmmigration.model import (
     DiskImage,
     DomainSummary,
@@ -37,6 +37,10 @@ from vmmigration.virt.libvirt_host import (
     MigrationAborted,
     VirtError,
 )
+from vmmigration.virt.monitor import Update, quietly, watch_job
+
+__all__ = ["Engine", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
+           "PrecheckFailed", "Update"]
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +68,21 @@ class MigrationError(Exception):
         self.last = last
 
 
+class NoJobToAdopt(Exception):
+    """adopt() found no migration job running for the domain."""
+
+    def __init__(self, found: aftermath.Aftermath) -> None:
+        super().__init__(f"no migration job runs for {found.domain}; it is on the "
+                         f"{found.location.value.lower()}")
+        self.found = found
+
+
 class MigrationCancelled(MigrationError):
     reason = "Aborted"
 
 
 class MigrationTimedOut(MigrationError):
     reason = "TimedOut"
-
-
-@dataclasses.dataclass(frozen=True)
-class Update:
-    """One report from the monitor, about twice a second."""
-
-    domain: str
-    mode: EffectiveMode
-    progress: JobProgress | None
-    percent: float
-    eta_seconds: float | None
-    note: str | None = None  # an escalation or abort, once, when it happens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,13 @@ class Engine:
             raise PrecheckFailed(
                 [Finding("DomainNotFound", f"domain {request.domain} is not defined on {source.uri}")]
             )
+        if source.job(request.domain) is not None:
+            # Never a second migration of a VM that is still moving.
+            raise PrecheckFailed([Finding(
+                "MigrationInProgress",
+                f"a migration job of {request.domain} is already running on {source.uri}; "
+                "wait for it, abort it, or adopt it (vmmigration migrate --adopt)",
+            )])
         try:
             mode = planner.choose_mode(requested=request.mode, domain=domain)
             flags = planner.migration_flags(
@@ -173,6 +181,76 @@ class Engine:
             return self._run(request, plan, source=source, target=target, on_update=on_update,
                              cancel=cancel or threading.Event())
 
+    def adopt(
+        self,
+        request: MigrationRequest,
+        *,
+        on_update: Callable[[Update], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> MigrationResult:
+        """Take over the watch of a migration job already running, as after a restart.
+
+        Never starts a migration. Escalates by ``request.policy`` as migrate()
+        does, and ends the same way: a result if the VM ended on the target, a
+        MigrationError (with where the VM runs) if not. Raises NoJobToAdopt when
+        no job runs; :func:`aftermath.inspect` then tells what happened.
+        """
+        source = _connect(request.source_uri, role="source")
+        try:
+            target = _connect(request.target_uri, role="target")
+        except PrecheckFailed:
+            source.close()
+            raise
+        with source, target:
+            name = request.domain
+            found = aftermath.inspect(domain=name, source=source, target=target)
+            if not found.job_active or found.source is None:
+                raise NoJobToAdopt(found)
+            before = found.source
+            user_paused = before.pause_reason is PauseReason.USER
+            # A source paused by the migration is as escalated as it gets
+            # (a non-live copy or an earlier suspend: libvirt cannot tell which).
+            mode = {
+                PauseReason.POST_COPY: EffectiveMode.POST_COPY,
+                PauseReason.MIGRATION: EffectiveMode.LIVE_SUSPENDED,
+            }.get(before.pause_reason, EffectiveMode.LIVE)
+            log.info("adopting the running migration of %s (%s)", name, mode.value)
+
+            def wait_for_end(seconds: float) -> bool:
+                time.sleep(seconds)
+                try:
+                    return source.job(name) is None
+                except VirtError:
+                    return True  # cannot watch a host we cannot reach; settle below
+
+            started = time.monotonic()
+            outcome = watch_job(
+                source=source,
+                name=name,
+                policy=request.policy,
+                mode=mode,
+                watch=convergence.Watch(escalated=mode is not EffectiveMode.LIVE,
+                                        in_post_copy=mode is EffectiveMode.POST_COPY),
+                wait_for_end=wait_for_end,
+                poll_interval_seconds=self.poll_interval_seconds,
+                cancel=cancel or threading.Event(),
+                on_update=on_update,
+            )
+            duration = (found.job.elapsed_seconds if found.job else 0.0) + time.monotonic() - started
+            # The VM was running before the migration unless its user paused it.
+            plan = Plan(mode=Mode.LIVE, flags=planner.MigrationFlags(), domain=before if user_paused
+                        else dataclasses.replace(before, state=PowerState.RUNNING,
+                                                 pause_reason=PauseReason.NONE))
+            if aftermath.inspect(domain=name, source=source, target=target).location is Location.TARGET:
+                return self._settle(request, plan, mode=outcome.mode, last=outcome.last,
+                                    duration=duration, source=source, target=target,
+                                    on_update=on_update)
+            self._restore_after_failure(plan, source=source, target=target,
+                                        suspended_by_us=not user_paused)
+            raise self._failure(VirtError("the job ended without moving the VM"), request,
+                                outcome.abort_trigger, source=source, target=target,
+                                last=outcome.last)
+
     def _run(
         self,
         request: MigrationRequest,
@@ -207,77 +285,37 @@ class Engine:
         log.info("migration of %s started: %s -> %s (%s)", name, request.source_uri,
                  request.target_uri, mode.value)
 
-        watch = convergence.initial_watch(live=plan.mode is Mode.LIVE, policy=policy)
-        suspended_by_us = False
-        downtime_set = False
-        abort_trigger: Trigger | None = None
-        last: JobProgress | None = None
-        while thread.is_alive():
-            thread.join(self.poll_interval_seconds)
-            if not thread.is_alive():
-                break
-            # poll (a lost connection shows up in the migrate call too; keep watching until it does)
-            try:
-                progress = source.job(name)
-            except VirtError as error:
-                log.warning("cannot read the job of %s: %s", name, error)
-                progress = None
-            elapsed = time.monotonic() - started
-            sample = progress or JobProgress(elapsed_seconds=elapsed)
-            sample = dataclasses.replace(sample, elapsed_seconds=elapsed)
-            if progress is not None:
-                last = sample
-                if policy.max_downtime_ms and not downtime_set:
-                    downtime_set = self._quietly(
-                        lambda: source.set_max_downtime(name, milliseconds=policy.max_downtime_ms)
-                    )
-            # decide
-            watch = convergence.observe(watch, sample)
-            verdict = convergence.decide(
-                policy=policy, watch=watch, progress=sample, abort_requested=cancel.is_set()
-            )
-            # act
-            note = None
-            if verdict.decision is Decision.SUSPEND_SOURCE:
-                if self._quietly(lambda: source.suspend(name)):
-                    suspended_by_us = True
-                    mode = EffectiveMode.LIVE_SUSPENDED
-                    note = f"{verdict.trigger.value}: suspended the source to finish the copy"
-                watch = dataclasses.replace(watch, escalated=True)
-            elif verdict.decision is Decision.START_POST_COPY:
-                if self._quietly(lambda: source.start_post_copy(name)):
-                    mode = EffectiveMode.POST_COPY
-                    note = f"{verdict.trigger.value}: switched to post-copy"
-                    watch = dataclasses.replace(watch, escalated=True, in_post_copy=True)
-                else:
-                    watch = dataclasses.replace(watch, escalated=True)
-            elif verdict.decision is Decision.ABORT and abort_trigger is None:
-                # Before the job exists there is nothing to abort yet: try
-                # again at the next poll rather than forget the request.
-                if self._quietly(lambda: source.abort_job(name)):
-                    abort_trigger = verdict.trigger
-                    note = f"{verdict.trigger.value}: aborting"
-            if note:
-                log.info("migration of %s: %s", name, note)
-            if on_update is not None:
-                on_update(Update(
-                    domain=name,
-                    mode=mode,
-                    progress=sample if progress is not None else None,
-                    percent=convergence.percent_done(sample),
-                    eta_seconds=convergence.eta_seconds(
-                        sample, guest_paused=mode in (EffectiveMode.NON_LIVE, EffectiveMode.LIVE_SUSPENDED)
-                    ),
-                    note=note,
-                ))
+        def wait_for_end(seconds: float) -> bool:
+            thread.join(seconds)
+            return not thread.is_alive()
 
+        outcome = watch_job(
+            source=source,
+            name=name,
+            policy=policy,
+            mode=mode,
+            watch=convergence.initial_watch(live=plan.mode is Mode.LIVE, policy=policy),
+            wait_for_end=wait_for_end,
+            poll_interval_seconds=self.poll_interval_seconds,
+            cancel=cancel,
+            on_update=on_update,
+        )
+        mode, last = outcome.mode, outcome.last
         duration = time.monotonic() - started
         if failure:
             self._restore_after_failure(plan, source=source, target=target,
-                                        suspended_by_us=suspended_by_us)
+                                        suspended_by_us=outcome.suspended_by_us)
             self._remove_images(created, name=name, target=target)
-            raise self._failure(failure[0], request, abort_trigger, source=source,
+            raise self._failure(failure[0], request, outcome.abort_trigger, source=source,
                                 target=target, last=last) from failure[0]
+        return self._settle(request, plan, mode=mode, last=last, duration=duration,
+                            source=source, target=target, on_update=on_update)
+
+    def _settle(self, request: MigrationRequest, plan: Plan, *, mode: EffectiveMode,
+                last: JobProgress | None, duration: float, source: Host, target: Host,
+                on_update: Callable[[Update], None] | None) -> MigrationResult:
+        """The job succeeded: make sure the VM runs on the target and read the final statistics."""
+        name = request.domain
 
         self._ensure_running_on_target(plan, target=target)
         final = target.completed_job(name)
@@ -318,17 +356,7 @@ class Engine:
         if not paths or target.find(name) is not None:
             return
         for path in paths:
-            Engine._quietly(lambda: target.delete_image(path))
-
-    @staticmethod
-    def _quietly(action: Callable[[], None]) -> bool:
-        """Run an escalation; a job that just ended makes it moot, not an error."""
-        try:
-            action()
-            return True
-        except VirtError as error:
-            log.info("not applied: %s", error)
-            return False
+            quietly(lambda: target.delete_image(path))
 
     @staticmethod
     def _restore_after_failure(
@@ -350,7 +378,7 @@ class Engine:
             and not target_runs
         ):
             log.info("resuming %s on the source after the failed migration", plan.domain.name)
-            Engine._quietly(lambda: source.resume(plan.domain.name))
+            quietly(lambda: source.resume(plan.domain.name))
 
     @staticmethod
     def _ensure_running_on_target(plan: Plan, *, target: Host) -> None:
@@ -361,7 +389,7 @@ class Engine:
             PauseReason.POST_COPY, PauseReason.POST_COPY_FAILED
         ):
             log.warning("%s arrived paused on the target; resuming it", plan.domain.name)
-            Engine._quietly(lambda: target.resume(plan.domain.name))
+            quietly(lambda: target.resume(plan.domain.name))
 
     @staticmethod
     def _failure(
