@@ -1,9 +1,10 @@
-"""Runs one migration: pre-checks, start, poll → decide → act, final statistics.
+"""Runs one migration: pre-checks, start (or adopt a running job), monitor, final statistics.
 
 libvirt's migrate call blocks until the job ends (forever, for a live
 migration that cannot converge), so it runs in a worker thread while this
-thread polls the job about twice a second, asks the pure rules in
-:mod:`vmmigration.convergence` what to do, and does it.
+thread runs the monitor loop of :mod:`vmmigration.virt.monitor`, which polls
+the job about twice a second and acts on the pure rules of
+:mod:`vmmigration.convergence`.
 """
 
 from __future__ import annotations
