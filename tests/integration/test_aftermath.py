@@ -29,14 +29,12 @@ def wait_for(predicate, timeout_seconds: float, what: str) -> None:  # type: ign
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_migration_whose_client_was_killed_is_seen_in_flight_and_then_on_the_target(
-    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
-) -> None:
-    # Converges, but slowly: 24 MiB/s of link against 4 MiB/s of dirtying.
-    vm = boot(name, dirty_mib=16, dirty_rate_mib=4)
+def crash_mid_migration(name: str, source_host: Daemon, target_host: Daemon, source: Host,
+                        *options: str) -> None:
+    """Start ``vmmigration migrate`` and kill -9 it once memory is being copied."""
     client = subprocess.Popen(
         [sys.executable, "-m", "vmmigration.cli", "migrate", name, "--from", source_host.uri,
-         "--to", target_host.uri, "--bandwidth", "24", "--json"],
+         "--to", target_host.uri, "--json", *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
@@ -44,6 +42,14 @@ def test_a_migration_whose_client_was_killed_is_seen_in_flight_and_then_on_the_t
         os.killpg(client.pid, signal.SIGKILL)  # the crash
     finally:
         client.wait(10)
+
+
+def test_a_migration_whose_client_was_killed_is_seen_in_flight_and_then_on_the_target(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    # Converges, but slowly: 24 MiB/s of link against 4 MiB/s of dirtying.
+    vm = boot(name, dirty_mib=16, dirty_rate_mib=4)
+    crash_mid_migration(name, source_host, target_host, source, "--bandwidth", "24")
 
     during = aftermath.inspect(domain=name, source=source, target=target)
     # Peer-to-peer: the source daemon drives the job, so it outlives its client.
@@ -73,17 +79,8 @@ def test_a_restarted_process_adopts_the_orphaned_job_and_escalates_it_to_complet
 ) -> None:
     # Cannot converge: the dead client's escalation died with it.
     vm = boot(name, dirty_mib=48, dirty_rate_mib=48)
-    client = subprocess.Popen(
-        [sys.executable, "-m", "vmmigration.cli", "migrate", name, "--from", source_host.uri,
-         "--to", target_host.uri, "--bandwidth", "8", "--progress-timeout", "0",
-         "--completion-timeout-per-gib", "0", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    try:
-        wait_for(lambda: (source.job(name) or _IDLE).data_total > 0, 30, "memory to be copying")
-        os.killpg(client.pid, signal.SIGKILL)
-    finally:
-        client.wait(10)
+    crash_mid_migration(name, source_host, target_host, source, "--bandwidth", "8",
+                        "--progress-timeout", "0", "--completion-timeout-per-gib", "0")
 
     # A second migration is refused while the orphan still moves the VM.
     with pytest.raises(PrecheckFailed) as refused:

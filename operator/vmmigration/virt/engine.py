@@ -9,11 +9,12 @@ the job about twice a second and acts on the pure rules of
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from vmmigration import convergence, planner, prechecks
 from vmmigration.convergence import Trigger
@@ -102,6 +103,14 @@ def _connect(uri: str, *, role: str) -> Host:
         raise PrecheckFailed([Finding(reason, f"{role} {uri} is unreachable: {error}")]) from error
 
 
+@contextlib.contextmanager
+def _connected(request: MigrationRequest) -> Iterator[tuple[Host, Host]]:
+    """Both hosts, or PrecheckFailed naming the one that cannot be reached."""
+    with _connect(request.source_uri, role="source") as source, \
+            _connect(request.target_uri, role="target") as target:
+        yield source, target
+
+
 class Engine:
     def __init__(self, *, poll_interval_seconds: float = 0.5) -> None:
         self.poll_interval_seconds = poll_interval_seconds
@@ -171,13 +180,7 @@ class Engine:
         on_update: Callable[[Update], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> MigrationResult:
-        source = _connect(request.source_uri, role="source")
-        try:
-            target = _connect(request.target_uri, role="target")
-        except PrecheckFailed:
-            source.close()
-            raise
-        with source, target:
+        with _connected(request) as (source, target):
             plan = self.plan(request, source=source, target=target)
             return self._run(request, plan, source=source, target=target, on_update=on_update,
                              cancel=cancel or threading.Event())
@@ -196,13 +199,7 @@ class Engine:
         MigrationError (with where the VM runs) if not. Raises NoJobToAdopt when
         no job runs; :func:`aftermath.inspect` then tells what happened.
         """
-        source = _connect(request.source_uri, role="source")
-        try:
-            target = _connect(request.target_uri, role="target")
-        except PrecheckFailed:
-            source.close()
-            raise
-        with source, target:
+        with _connected(request) as (source, target):
             name = request.domain
             found = aftermath.inspect(domain=name, source=source, target=target)
             if not found.job_active or found.source is None:
