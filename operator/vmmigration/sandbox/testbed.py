@@ -68,7 +68,7 @@ class Sandbox:
 
     def up(self) -> dict[str, object]:
         """Start every host from a clean state and return the status."""
-        self.down(quiet=True)
+        self.down()
         for sub in (self.images, self.serial_dir, self.shared / "guest"):
             sub.mkdir(parents=True, exist_ok=True)
         for daemon in self.hosts:
@@ -90,7 +90,7 @@ class Sandbox:
         self._write_state(state)
         return self.status()
 
-    def down(self, *, quiet: bool = False) -> list[str]:
+    def down(self) -> list[str]:
         stopped: list[str] = []
         for daemon in self.hosts:
             stopped += daemons.stop(daemon)
