@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.model import LIBVIRT_DEFAULT_PERSISTENCE, MIB, Mode, PowerState, Storage
+from vmmigration.model import LIBVIRT_DEFAULT_PERSISTENCE, MIB, Mode, Policy, PowerState, Storage
+from vmmigration.placement import Location
 from vmmigration.sandbox.daemons import LOCAL_IMAGES, Daemon
-from vmmigration.sandbox.testbed import LOCAL_POOL, Sandbox
-from vmmigration.virt.engine import Engine, PrecheckFailed
+from vmmigration.sandbox.testbed import LOCAL_POOL, SHARED_POOL, Sandbox
+from vmmigration.virt.engine import Engine, MigrationError, PrecheckFailed
 from vmmigration.virt.libvirt_host import Host
 
 from .conftest import GuestWatch
@@ -119,3 +120,27 @@ def test_copy_incremental_is_refused_when_the_target_cannot_see_the_backing_file
     assert caught.value.reasons == ["BackingNotVisible"]
     assert target.domains() == before
     assert not Path(_local_file(target_host, name)).exists(), "a refused migration created a disk"
+
+
+def test_a_disk_on_shared_storage_moves_live_when_its_sharing_is_vouched_for(
+    sandbox: Sandbox, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host
+) -> None:
+    disk = source.create_volume(pool=SHARED_POOL, name=f"{name}.qcow2", size_bytes=16 * MIB)
+    vm = GuestWatch(sandbox.boot(sandbox.guest_spec(name, disks=(Path(disk),)), host=source_host))
+    try:
+        # libvirt cannot tell that a plain directory is shared, and refuses to
+        # risk the data: the VM must stay where it was, running.
+        with pytest.raises(MigrationError, match="say so with allow_unsafe") as caught:
+            Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE))
+        assert caught.value.location is Location.SOURCE
+        assert source.summary(name).state is PowerState.RUNNING
+        assert target.find(name) is None
+
+        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
+                                 policy=Policy(allow_unsafe=True)))
+        at_move = vm.count()
+        assert target.summary(name).state is PowerState.RUNNING
+        assert source.find(name) is None
+        vm.assert_kept_running(after=at_move)
+    finally:
+        Path(disk).unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from vmmigration.virt.libvirt_host import (
     Host,
     HostUnreachable,
     MigrationAborted,
+    MigrationUnsafe,
     VirtError,
 )
 from vmmigration.virt.monitor import Update, quietly, watch_job
@@ -410,6 +411,9 @@ class Engine:
                 f"migration of {request.domain} did not converge ({why}) and was aborted by "
                 f"policy; the VM runs on the {where.value.lower()}", location=where, last=last)
         hint = ""
+        if isinstance(error, MigrationUnsafe):
+            hint = (" If the disks really are on storage both hosts share, say so with "
+                    "allow_unsafe (--allow-unsafe); otherwise copy them with storage CopyAll.")
         if where is Location.SPLIT_POST_COPY:
             hint = (" The VM is split between the hosts in post-copy; recover it with a "
                     "post-copy resume (virsh migrate --postcopy-resume).")

@@ -52,6 +52,10 @@ class MigrationFailed(VirtError):
     pass
 
 
+class MigrationUnsafe(MigrationFailed):
+    """libvirt refused: it cannot tell the disks are on shared storage, and would risk their data."""
+
+
 _UNREACHABLE = {
     libvirt.VIR_ERR_NO_CONNECT,
     libvirt.VIR_ERR_SYSTEM_ERROR,
@@ -68,6 +72,8 @@ def _mapped(error: libvirt.libvirtError, default: type[VirtError] = VirtError) -
         return DomainNotFound(message)
     if code == libvirt.VIR_ERR_OPERATION_ABORTED:
         return MigrationAborted(message)
+    if code == libvirt.VIR_ERR_MIGRATE_UNSAFE:
+        return MigrationUnsafe(message)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return OperationInvalid(message)
     if code in _UNREACHABLE and default is not MigrationFailed:
