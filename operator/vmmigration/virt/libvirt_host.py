@@ -183,10 +183,6 @@ class Host:
 
     # ---- host facts -------------------------------------------------------
 
-    def name(self) -> str:
-        with _translated():
-            return str(self._conn.getHostname())
-
     def versions(self) -> HostVersions:
         with _translated():
             return HostVersions(
@@ -202,12 +198,6 @@ class Host:
     def free_memory_bytes(self) -> int:
         with _translated():
             return int(self._conn.getFreeMemory())
-
-    def alive(self) -> bool:
-        try:
-            return bool(self._conn.isAlive())
-        except libvirt.libvirtError:
-            return False
 
     # ---- domains ----------------------------------------------------------
 
