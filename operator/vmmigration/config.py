@@ -32,6 +32,25 @@ class Settings:
     # How often the engine polls a running job.
     poll_interval_seconds: float = 0.5
 
+    # ---- the operator ----
+    # The operator's own namespace: credentials Secrets are read from here.
+    namespace: str = "vmmigration-system"
+    # Migrations in flight at once across the cluster (per-host limits are on each Hypervisor).
+    max_concurrent_migrations: int = 4
+    # How often each Hypervisor is probed: events alone miss what changes in libvirt.
+    probe_interval_seconds: float = 10.0
+    # How often each VMMigration is re-decided even when nothing woke it.
+    resync_interval_seconds: float = 30.0
+    # The least time between two progress writes of one migration (API load).
+    progress_interval_seconds: float = 2.0
+    # Retry backoff after a failure: base, doubling, capped.
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 300.0
+    # Where client certificates and keys from Secrets are written (0700) for libvirt.
+    credentials_dir: Path = Path("/tmp/vmmigration-credentials")
+    # kopf peering object name; "" runs standalone (one replica only).
+    peering: str = "vmmigration"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -49,10 +68,36 @@ class Settings:
         if not 0.05 <= poll <= 10:
             raise SettingsError(f"VMMIGRATION_POLL_INTERVAL_SECONDS must be 0.05 to 10, not {poll}")
         kernel = env.get("VMMIGRATION_GUEST_KERNEL")
+
+        def number(name: str, default: float, low: float, high: float) -> float:
+            raw = env.get(name)
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+            if not low <= value <= high:
+                raise SettingsError(f"{name} must be {low:g} to {high:g}, not {value:g}")
+            return value
+
         return cls(
             sandbox_dir=Path(env.get("VMMIGRATION_SANDBOX_DIR", defaults.sandbox_dir)),
             test_sandbox_dir=Path(env.get("VMMIGRATION_TEST_SANDBOX_DIR", defaults.test_sandbox_dir)),
             accel=accel,
             guest_kernel=Path(kernel) if kernel else None,
             poll_interval_seconds=poll,
+            namespace=env.get("VMMIGRATION_NAMESPACE", defaults.namespace),
+            max_concurrent_migrations=int(number("VMMIGRATION_MAX_CONCURRENT_MIGRATIONS",
+                                                 defaults.max_concurrent_migrations, 1, 1000)),
+            probe_interval_seconds=number("VMMIGRATION_PROBE_INTERVAL_SECONDS",
+                                          defaults.probe_interval_seconds, 0.5, 3600),
+            resync_interval_seconds=number("VMMIGRATION_RESYNC_INTERVAL_SECONDS",
+                                           defaults.resync_interval_seconds, 0.5, 3600),
+            progress_interval_seconds=number("VMMIGRATION_PROGRESS_INTERVAL_SECONDS",
+                                             defaults.progress_interval_seconds, 0.2, 600),
+            retry_base_seconds=number("VMMIGRATION_RETRY_BASE_SECONDS",
+                                      defaults.retry_base_seconds, 0.1, 3600),
+            retry_max_seconds=number("VMMIGRATION_RETRY_MAX_SECONDS",
+                                     defaults.retry_max_seconds, 0.1, 86400),
+            credentials_dir=Path(env.get("VMMIGRATION_CREDENTIALS_DIR", defaults.credentials_dir)),
+            peering=env.get("VMMIGRATION_PEERING", defaults.peering),
         )

@@ -178,6 +178,9 @@ class MigrationRequest:
     policy: Policy = Policy()
     storage: Storage = Storage.SHARED
     persistence: Persistence = Persistence()
+    # Where the QEMU migration stream connects on the target (host or IP);
+    # None lets the target's libvirtd choose (its migration_host).
+    migration_address: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,3 +191,18 @@ class MigrationResult:
     downtime_ms: int | None
     bytes_transferred: int
     final: JobProgress | None
+
+
+@dataclasses.dataclass(frozen=True)
+class HostReport:
+    """What one probe of a libvirt host found. ``reachable=False`` carries only ``error``."""
+
+    reachable: bool
+    probed_at: float  # seconds since the epoch
+    error: str = ""
+    libvirt_version: str = ""
+    hypervisor_version: str = ""
+    cpu_model: str = ""
+    memory_total_bytes: int = 0
+    memory_free_bytes: int = 0
+    domains: tuple[DomainSummary, ...] = ()

@@ -21,7 +21,7 @@ class Location(str, enum.Enum):
     NOWHERE = "Nowhere"
 
 
-def _incoming(summary: DomainSummary | None) -> bool:
+def is_incoming(summary: DomainSummary | None) -> bool:
     return (
         summary is not None
         and summary.state is PowerState.PAUSED
@@ -45,9 +45,9 @@ def locate(*, source: DomainSummary | None, target: DomainSummary | None) -> Loc
     if source_active and target_active:
         # While a job runs the target holds an incoming, paused copy; the VM
         # itself is still on the source.
-        if _incoming(target):
+        if is_incoming(target):
             return Location.SOURCE
-        if _incoming(source):
+        if is_incoming(source):
             # Switch-over: the target already runs, the source waits to be reaped.
             return Location.TARGET
         return Location.BOTH

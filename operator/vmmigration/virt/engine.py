@@ -273,6 +273,7 @@ class Engine:
                     flags=plan.flags,
                     bandwidth_mib_per_s=policy.bandwidth_mib_per_s,
                     parallel_connections=policy.parallel_connections,
+                    migration_address=request.migration_address,
                 )
             except BaseException as error:  # handed to the monitor thread
                 failure.append(error)

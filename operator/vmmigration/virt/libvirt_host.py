@@ -195,6 +195,15 @@ class Host:
             caps = ET.fromstring(self._conn.getCapabilities())
         return caps.findtext("./host/uuid") or ""
 
+    def cpu_model(self) -> str:
+        with _translated():
+            caps = ET.fromstring(self._conn.getCapabilities())
+        return caps.findtext("./host/cpu/model") or caps.findtext("./host/cpu/arch") or ""
+
+    def memory_total_bytes(self) -> int:
+        with _translated():
+            return int(self._conn.getInfo()[1]) * 1024 * 1024
+
     def free_memory_bytes(self) -> int:
         with _translated():
             return int(self._conn.getFreeMemory())
@@ -399,9 +408,12 @@ class Host:
         flags: MigrationFlags,
         bandwidth_mib_per_s: int = 0,
         parallel_connections: int = 1,
+        migration_address: str | None = None,
     ) -> None:
         """Blocks until the migration ends; raises MigrationAborted or MigrationFailed."""
         params: dict[str, Any] = {}
+        if migration_address:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{migration_address}"
         if bandwidth_mib_per_s:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib_per_s
         if flags.parallel:

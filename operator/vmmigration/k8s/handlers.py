@@ -1,0 +1,128 @@
+"""kopf wiring, in one place. Handlers only translate; the runtime decides and acts.
+
+Run with: ``kopf run -m vmmigration.k8s.handlers --all-namespaces --peering vmmigration``
+(``vmmigration operator`` does exactly this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Any
+
+import kopf
+
+from vmmigration import status as _status
+from vmmigration.config import Settings
+from vmmigration.desired import SpecError, parse_hypervisor
+from vmmigration.k8s.kube import GROUP, VERSION, KubeClient
+from vmmigration.k8s.runtime import Runtime
+
+# Read once at import: kopf needs the timer interval when it registers the handler,
+# and a bad variable should stop the operator before it touches anything.
+SETTINGS = Settings.from_env()
+log = logging.getLogger(__name__)
+
+
+class _StopFlag:
+    """kopf's stop flag, seen through the runtime's small protocol."""
+
+    def __init__(self, flag: kopf.DaemonStopped) -> None:
+        self._flag = flag
+
+    def __bool__(self) -> bool:
+        return bool(self._flag)
+
+    def is_deleted(self) -> bool:
+        reason = self._flag.reason
+        return reason is not None and bool(reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
+
+    async def until_stopped(self) -> None:
+        await self._flag.wait()
+
+
+def _post_event(body: Any, *, type: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type, reason=reason, message=message)
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime = memo.get("runtime")
+    assert isinstance(runtime, Runtime), "the startup handler has not run"
+    return runtime
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Progress and diff-base go to annotations: the structural schema would
+    # prune kopf's default status.kopf field.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    # Log lines are not Events; the runtime posts the Events users act on.
+    settings.posting.enabled = False
+    # A quiet API server must not leave a watch hanging for ever (API restarts).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # Probes and migrations run in threads: more than the default handful.
+    workers = max(16, SETTINGS.max_concurrent_migrations * 2 + 16)
+    settings.execution.max_workers = workers
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmmigration"))
+    memo["runtime"] = Runtime(settings=SETTINGS, kube=KubeClient(), post_event=_post_event)
+    log.info("vmmigration operator: %d migrations at once, probes every %.1f s",
+             SETTINGS.max_concurrent_migrations, SETTINGS.probe_interval_seconds)
+
+
+# ---- Hypervisor ------------------------------------------------------------------
+
+@kopf.on.event(GROUP, VERSION, "hypervisors")
+def hypervisor_event(event: kopf.RawEvent, name: str, spec: kopf.Spec, labels: kopf.Labels,
+                     memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    runtime = _runtime(memo)
+    if event.get("type") == "DELETED":
+        runtime.hypervisor_gone(name)
+        return
+    try:
+        runtime.hypervisor_seen(parse_hypervisor(name=name, spec=dict(spec), labels=dict(labels)))
+    except SpecError as error:
+        logger.error("Hypervisor %s is ignored: %s", name, error)
+        runtime.hypervisor_gone(name)
+
+
+@kopf.timer(GROUP, VERSION, "hypervisors", interval=SETTINGS.probe_interval_seconds)
+async def probe_hypervisor(name: str, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch,
+                           memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    report = await runtime.probe(name)
+    if report is None:
+        return
+    inbound, outbound = runtime.load(name)
+    new = _status.hypervisor(previous=dict(status), report=report,
+                             generation=int(meta.get("generation") or 0),
+                             now=runtime.clock(), inbound=inbound, outbound=outbound)
+    patch.status.update(_status.merge_patch(dict(status), new))
+
+
+# ---- VMMigration -----------------------------------------------------------------
+
+@kopf.on.event(GROUP, VERSION, "vmmigrations")
+def vmmigration_event(event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec,
+                      meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    key = f"{namespace}/{name}"
+    if event.get("type") == "DELETED":
+        runtime.release(key)
+        return
+    domain = spec.get("domain")
+    runtime.claim(key=key, domain=domain if isinstance(domain, str) else None,
+                  created=str(meta.get("creationTimestamp") or ""))
+
+
+@kopf.daemon(GROUP, VERSION, "vmmigrations", cancellation_timeout=None)
+async def placement(namespace: str | None, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
+                    memo: kopf.Memo, **_: Any) -> None:
+    """One loop per VMMigration, restarted on operator start: resume is the same code path."""
+    await _runtime(memo).serve(key=f"{namespace}/{name}", body=body, stopped=_StopFlag(stopped))

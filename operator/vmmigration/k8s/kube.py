@@ -1,0 +1,44 @@
+"""The few Kubernetes API calls the runtime makes itself (kopf makes the rest).
+
+kopf daemons cannot return a status patch the way handlers do, so progress
+and outcomes are written here with JSON merge patches on the status
+subresource. The client is synchronous; callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Protocol
+
+GROUP = "vmmigration.dev"
+VERSION = "v1alpha1"
+
+
+class Kube(Protocol):
+    """The seam tests substitute."""
+
+    def patch_vmmigration_status(self, *, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+
+    def read_secret(self, *, namespace: str, name: str) -> dict[str, bytes]: ...
+
+
+class KubeClient:
+    def __init__(self) -> None:
+        # Imported here so the pure layers never pull in the client.
+        import kubernetes
+
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        api = kubernetes.client.ApiClient()
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._core = kubernetes.client.CoreV1Api(api)
+
+    def patch_vmmigration_status(self, *, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self._custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "vmmigrations", name, {"status": patch})
+
+    def read_secret(self, *, namespace: str, name: str) -> dict[str, bytes]:
+        secret = self._core.read_namespaced_secret(name, namespace)
+        return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}

@@ -1,0 +1,551 @@
+"""The operator's state and its per-VMMigration loop: poll → decide → act.
+
+kopf runs one :meth:`Runtime.serve` coroutine (a daemon) per VMMigration. Each
+pass reads the live spec, what its status remembers and the latest probe of
+every Hypervisor, asks the pure :func:`vmmigration.reconcile.decide` what to
+do, and does it. A migration runs inside the pass, in a worker thread, while
+the pass writes progress at a bounded rate and watches for an abort.
+
+Everything shared between the loops (probes, claims, migrations in flight)
+lives here, in one process; kopf peering makes sure only one replica acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from vmmigration import reconcile, status
+from vmmigration.config import Settings
+from vmmigration.desired import Desired, HypervisorSpec, Phase, SpecError, parse_vmmigration
+from vmmigration.k8s.credentials import CredentialsError, display_uri, materialise
+from vmmigration.k8s.kube import Kube
+from vmmigration.model import EffectiveMode, HostReport, MigrationRequest, MigrationResult
+from vmmigration.placement import Location
+from vmmigration.reconcile import Action, Memory
+from vmmigration.scheduling import Claim, HypervisorView, InFlight, admit
+from vmmigration.virt import aftermath, inventory
+from vmmigration.virt.engine import (
+    Engine,
+    MigrationCancelled,
+    MigrationError,
+    NoJobToAdopt,
+    PrecheckFailed,
+    Update,
+)
+from vmmigration.virt.libvirt_host import VirtError
+
+log = logging.getLogger(__name__)
+
+
+class EventPoster(Protocol):
+    def __call__(self, body: Any, *, type: str, reason: str, message: str) -> None: ...
+
+
+class Stopped(Protocol):
+    """kopf's daemon stop flag, as far as the runtime needs it."""
+
+    def __bool__(self) -> bool: ...
+
+    def is_deleted(self) -> bool: ...
+
+    async def until_stopped(self) -> None: ...
+
+
+@dataclasses.dataclass
+class _Running:
+    """One migration this process is driving or watching."""
+
+    cancel: threading.Event
+    latest: Update | None = None
+
+
+def _memory(previous: Mapping[str, Any]) -> Memory:
+    attempt = previous.get("attempt") or {}
+    try:
+        phase = Phase(previous["phase"]) if previous.get("phase") else None
+    except ValueError:
+        phase = None
+    drifted = any(c.get("type") == "Drifted" and c.get("status") == "True"
+                  for c in previous.get("conditions") or ())
+    return Memory(
+        phase=phase,
+        attempt_source=attempt.get("source"),
+        attempt_target=attempt.get("target"),
+        chosen_target=previous.get("targetHypervisor"),
+        next_attempt_at=status.parse_timestamp(previous.get("nextAttemptTime")),
+        attempts=int(previous.get("attempts") or 0),
+        drifted=drifted,
+    )
+
+
+class Runtime:
+    def __init__(self, *, settings: Settings, kube: Kube, post_event: EventPoster,
+                 engine: Engine | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.post_event = post_event
+        self.engine = engine or Engine(poll_interval_seconds=settings.poll_interval_seconds)
+        self.clock = clock
+        self.hypervisors: dict[str, HypervisorView] = {}
+        self.claims: dict[str, Claim] = {}
+        self.in_flight: dict[str, InFlight] = {}
+        self.running: dict[str, _Running] = {}
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._statuses: dict[str, dict[str, Any]] = {}
+        self._credentials: dict[str, tuple[float, str]] = {}
+
+    # ---- what kopf tells us --------------------------------------------------
+
+    def hypervisor_seen(self, spec: HypervisorSpec) -> None:
+        before = self.hypervisors.get(spec.name)
+        self.hypervisors[spec.name] = HypervisorView(spec=spec,
+                                                     report=before.report if before else None)
+        if before is None or before.spec != spec:
+            # Maintenance, labels or limits changed: any placement may change.
+            self._credentials.pop(spec.name, None)
+            self.wake_all()
+
+    def hypervisor_gone(self, name: str) -> None:
+        if self.hypervisors.pop(name, None) is not None:
+            self.wake_all()
+
+    def claim(self, *, key: str, domain: str | None, created: str) -> None:
+        if domain is None:
+            self.claims.pop(key, None)
+        else:
+            self.claims[key] = Claim(key=key, domain=domain, created=created)
+        self.wake(key)
+
+    def release(self, key: str) -> None:
+        gone = self.claims.pop(key, None)
+        self._statuses.pop(key, None)
+        if gone is not None:
+            # A younger VMMigration blocked by this one may proceed now.
+            self.wake_domain(gone.domain)
+
+    def wake(self, key: str) -> None:
+        if key in self._wakers:
+            self._wakers[key].set()
+
+    def wake_all(self) -> None:
+        for event in self._wakers.values():
+            event.set()
+
+    def wake_domain(self, domain: str) -> None:
+        for claim in self.claims.values():
+            if claim.domain == domain:
+                self.wake(claim.key)
+
+    # ---- hypervisors -----------------------------------------------------------
+
+    async def connection_uri(self, name: str) -> str:
+        """The Hypervisor's URI, with its credentials written to files when it has any."""
+        view = self.hypervisors[name]
+        ref = view.spec.credentials
+        if ref is None:
+            return view.spec.uri
+        cached = self._credentials.get(name)
+        if cached and self.clock() - cached[0] < 60:
+            return cached[1]
+        namespace = ref.namespace or self.settings.namespace
+        secret = await asyncio.to_thread(self.kube.read_secret, namespace=namespace, name=ref.name)
+        uri = materialise(uri=view.spec.uri, secret=secret,
+                          directory=self.settings.credentials_dir / name)
+        self._credentials[name] = (self.clock(), uri)
+        return uri
+
+    async def probe(self, name: str) -> HostReport | None:
+        view = self.hypervisors.get(name)
+        if view is None:
+            return None
+        try:
+            uri = await self.connection_uri(name)
+        except (CredentialsError, Exception) as error:  # a missing Secret is a report, not a crash
+            report = HostReport(reachable=False, probed_at=self.clock(),
+                                error=f"credentials: {type(error).__name__}: {error}"[:300])
+        else:
+            report = await asyncio.to_thread(inventory.probe, uri)
+        current = self.hypervisors.get(name)
+        if current is None:
+            return report
+        self.hypervisors[name] = dataclasses.replace(current, report=report)
+        before = {d.name: d for d in view.report.domains} if view.report else {}
+        after = {d.name: d for d in report.domains}
+        # Wake only the VMMigrations whose domain changed on this host.
+        for domain in set(before) ^ set(after) | {d for d in before if d in after and before[d] != after[d]}:
+            self.wake_domain(domain)
+        if view.report is None or view.report.reachable != report.reachable:
+            self.wake_all()
+        return report
+
+    def load(self, name: str) -> tuple[int, int]:
+        inbound = sum(1 for m in self.in_flight.values() if m.target == name)
+        outbound = sum(1 for m in self.in_flight.values() if m.source == name)
+        return inbound, outbound
+
+    # ---- one VMMigration ------------------------------------------------------
+
+    async def serve(self, *, key: str, body: Any, stopped: Stopped) -> None:
+        """The daemon: decide and act until the resource is deleted or the operator stops."""
+        waker = self._wakers.setdefault(key, asyncio.Event())
+        try:
+            while not stopped:
+                waker.clear()
+                try:
+                    idle = await self.pass_once(key=key, body=body, stopped=stopped)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reconciling %s failed; retrying", key)
+                    idle = False
+                timeout = None if idle else self.settings.resync_interval_seconds
+                await _wait_for(waker, stopped, timeout=timeout)
+        finally:
+            self._wakers.pop(key, None)
+
+    def _previous(self, key: str, body: Any) -> dict[str, Any]:
+        if key not in self._statuses:
+            self._statuses[key] = dict(body.get("status") or {})
+        return self._statuses[key]
+
+    async def write(self, key: str, body: Any, new: dict[str, Any]) -> None:
+        previous = self._previous(key, body)
+        patch = status.merge_patch(previous, new)
+        if not patch:
+            return
+        namespace, name = key.split("/", 1)
+        await asyncio.to_thread(self.kube.patch_vmmigration_status, namespace=namespace,
+                                name=name, patch=patch)
+        self._statuses[key] = new
+
+    async def _set(self, key: str, body: Any, *, phase: Phase,
+                   wanted: Mapping[str, tuple[bool, str, str]],
+                   fields: Mapping[str, Any] | None = None) -> None:
+        new = status.compose(previous=self._previous(key, body), phase=phase,
+                             generation=int(body["metadata"].get("generation") or 0),
+                             now=self.clock(), wanted=wanted, fields=fields)
+        await self.write(key, body, new)
+
+    async def pass_once(self, *, key: str, body: Any, stopped: Stopped) -> bool:
+        """One decision and its action. True when there is nothing left to watch."""
+        previous = self._previous(key, body)
+        try:
+            desired = parse_vmmigration(body.get("spec"))
+        except SpecError as error:
+            await self._set(key, body, phase=Phase.FAILED, wanted={
+                "Blocked": (True, "InvalidSpec", str(error)),
+                "Ready": (False, "InvalidSpec", str(error))})
+            return True  # wait for the spec to change
+        memory = _memory(previous)
+        action = reconcile.decide(
+            key=key, created=str(body["metadata"].get("creationTimestamp") or ""),
+            desired=desired, memory=memory, hypervisors=self.hypervisors,
+            claims=self.claims.values(), in_flight=list(self.in_flight.values()),
+            now=self.clock())
+        return await self.act(action, key=key, body=body, desired=desired, memory=memory,
+                              stopped=stopped)
+
+    async def act(self, action: Action, *, key: str, body: Any, desired: Desired,
+                  memory: Memory, stopped: Stopped) -> bool:
+        match action:
+            case reconcile.Idle():
+                return True
+            case reconcile.Placed(current=current):
+                await self._set(key, body, phase=Phase.PLACED, wanted={
+                    "Ready": (True, "Placed", f"domain {desired.domain} runs on {current}")},
+                    fields={"currentHypervisor": current, "targetHypervisor": current,
+                            "attempt": None, "nextAttemptTime": None})
+            case reconcile.Block(reason=reason, message=message, current=current):
+                blocked = {c.get("type"): c for c in self._previous(key, body).get("conditions") or ()}
+                old = blocked.get("Blocked") or {}
+                if old.get("status") != "True" or old.get("reason") != reason:
+                    self.post_event(body, type="Warning", reason="Blocked", message=message)
+                phase = Phase.FAILED if memory.phase is Phase.FAILED else Phase.PENDING
+                await self._set(key, body, phase=phase, wanted={
+                    "Blocked": (True, reason, message), "Ready": (False, reason, message)},
+                    fields={"currentHypervisor": current} if current else None)
+            case reconcile.Wait(reason=reason, message=message):
+                phase = memory.phase if memory.phase in (Phase.FAILED, Phase.PLACED) else Phase.PENDING
+                wanted = {"Ready": (False, reason, message)}
+                if memory.drifted:
+                    wanted["Drifted"] = (True, "NotOnTarget", message)
+                await self._set(key, body, phase=phase or Phase.PENDING, wanted=wanted)
+            case reconcile.Abort(current=current):
+                await self._set(key, body, phase=Phase.ABORTED, wanted={
+                    "Ready": (False, "Aborted", f"spec.abort is set; domain {desired.domain} "
+                                                f"stays on {current}")},
+                    fields={"currentHypervisor": current, "attempt": None})
+                return True
+            case reconcile.ReportDrift(current=current, target=target):
+                message = f"domain {desired.domain} runs on {current}, not on {target}; driftAction is Report"
+                if not memory.drifted:
+                    self.post_event(body, type="Warning", reason="DriftDetected", message=message)
+                await self._set(key, body, phase=Phase.PLACED, wanted={
+                    "Drifted": (True, "NotOnTarget", message), "Ready": (False, "Drifted", message)},
+                    fields={"currentHypervisor": current})
+            case reconcile.Migrate(source=source, target=target, drift=drift):
+                await self._migrate(key=key, body=body, desired=desired, memory=memory,
+                                    source=source, target=target, drift=drift, stopped=stopped)
+            case reconcile.Recover(source=source, target=target):
+                await self._recover(key=key, body=body, desired=desired, memory=memory,
+                                    source=source, target=target, stopped=stopped)
+        return False
+
+    # ---- migrations ---------------------------------------------------------
+
+    async def _request(self, desired: Desired, *, source: str, target: str) -> MigrationRequest:
+        return MigrationRequest(
+            domain=desired.domain,
+            source_uri=await self.connection_uri(source),
+            target_uri=await self.connection_uri(target),
+            mode=desired.mode,
+            policy=desired.policy,
+            storage=desired.storage,
+            persistence=desired.persistence,
+            migration_address=self.hypervisors[target].spec.migration_address,
+        )
+
+    async def _migrate(self, *, key: str, body: Any, desired: Desired, memory: Memory,
+                       source: str, target: str, drift: bool, stopped: Stopped) -> None:
+        why = admit(source=source, target=target, in_flight=list(self.in_flight.values()),
+                    hypervisors=self.hypervisors,
+                    cluster_limit=self.settings.max_concurrent_migrations)
+        if why is not None:
+            await self._set(key, body, phase=Phase.PENDING, wanted={
+                "Queued": (True, "ConcurrencyLimit", why), "Ready": (False, "Queued", why)},
+                fields={"sourceHypervisor": source, "targetHypervisor": target})
+            return
+        # Claimed before the first await, so no other loop can take the same slot.
+        self.in_flight[key] = InFlight(key=key, source=source, target=target)
+        try:
+            if drift:
+                self.post_event(body, type="Warning", reason="DriftDetected",
+                                message=f"domain {desired.domain} runs on {source}, not on "
+                                        f"{target}; moving it back")
+            attempts = 1 if memory.phase is Phase.PLACED or memory.drifted else memory.attempts + 1
+            now = self.clock()
+            message = f"migrating {desired.domain} from {source} to {target}"
+            # Written before libvirt is asked: a restart then finds the attempt and
+            # inspects libvirt instead of starting a second migration.
+            await self._set(key, body, phase=Phase.MIGRATING, wanted={
+                "Progressing": (True, "Migrating", message), "Ready": (False, "Migrating", message)},
+                fields={"sourceHypervisor": source, "targetHypervisor": target,
+                        "currentHypervisor": source,
+                        "attempt": {"source": source, "target": target,
+                                    "startTime": status.timestamp(now)},
+                        "startTime": status.timestamp(now), "completionTime": None,
+                        "attempts": attempts, "progress": {"percent": 0.0}, "progressText": "0%",
+                        "downtimeMs": None, "durationSeconds": None, "nextAttemptTime": None,
+                        "effectiveMode": None})
+            try:
+                request = await self._request(desired, source=source, target=target)
+            except (CredentialsError, Exception) as error:
+                await self._failed(key, body, desired=desired, attempts=attempts, source=source,
+                                   target=target, reason="Credentials", message=str(error)[:300],
+                                   current=source)
+                return
+            self.post_event(body, type="Normal", reason="MigrationStarted", message=message)
+            await self._drive(key=key, body=body, desired=desired, request=request,
+                              attempts=attempts, source=source, target=target, stopped=stopped,
+                              adopt=False)
+        finally:
+            self.in_flight.pop(key, None)
+            self.wake_all()
+
+    async def _recover(self, *, key: str, body: Any, desired: Desired, memory: Memory,
+                       source: str, target: str, stopped: Stopped) -> None:
+        """After a restart: settle the attempt the status remembers, never start another."""
+        if source not in self.hypervisors or target not in self.hypervisors:
+            await self._set(key, body, phase=Phase.MIGRATING, wanted={
+                "Progressing": (True, "Recovering", "waiting for both Hypervisors to be known")})
+            return
+        self.in_flight[key] = InFlight(key=key, source=source, target=target)
+        try:
+            request = await self._request(desired, source=source, target=target)
+            await self._drive(key=key, body=body, desired=desired, request=request,
+                              attempts=memory.attempts, source=source, target=target,
+                              stopped=stopped, adopt=True)
+        finally:
+            self.in_flight.pop(key, None)
+            self.wake_all()
+
+    async def _drive(self, *, key: str, body: Any, desired: Desired, request: MigrationRequest,
+                     attempts: int, source: str, target: str, stopped: Stopped,
+                     adopt: bool) -> None:
+        running = _Running(cancel=threading.Event())
+        self.running[key] = running
+
+        def on_update(update: Update) -> None:
+            running.latest = update  # from the engine's thread; read by the loop below
+
+        call = self.engine.adopt if adopt else self.engine.migrate
+        task = asyncio.ensure_future(asyncio.to_thread(call, request, on_update=on_update,
+                                                       cancel=running.cancel))
+        written: Update | None = None
+        last_write = 0.0
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                spec = body.get("spec") or {}
+                if (spec.get("abort") or (stopped and stopped.is_deleted())) and not running.cancel.is_set():
+                    log.info("%s: abort requested; cancelling the migration of %s", key, desired.domain)
+                    running.cancel.set()
+                latest = running.latest
+                if (latest is not None and latest is not written
+                        and self.clock() - last_write >= self.settings.progress_interval_seconds):
+                    written, last_write = latest, self.clock()
+                    with contextlib.suppress(Exception):  # progress is best effort
+                        await self._progress(key, body, latest)
+            result: MigrationResult = task.result()
+        except NoJobToAdopt as nothing:
+            await self._settle_unwatched(key, body, desired=desired, attempts=attempts,
+                                         source=source, target=target, found=nothing.found)
+            return
+        except PrecheckFailed as refused:
+            first = refused.findings[0]
+            await self._failed(key, body, desired=desired, attempts=attempts - 1, source=source,
+                               target=target, reason=first.reason, message=str(refused),
+                               current=source, blocked=True)
+            return
+        except MigrationCancelled as cancelled:
+            self.post_event(body, type="Warning", reason="MigrationAborted", message=str(cancelled))
+            current = source if cancelled.location is Location.SOURCE else target
+            await self._set(key, body, phase=Phase.ABORTED, wanted={
+                "Ready": (False, "Aborted", str(cancelled))},
+                fields={"attempt": None, "currentHypervisor": current,
+                        "completionTime": status.timestamp(self.clock()),
+                        "lastFailure": {"reason": "Aborted", "message": str(cancelled)[:1000],
+                                        "time": status.timestamp(self.clock())}})
+            await self._reprobe(source, target)
+            return
+        except MigrationError as failed:
+            current = target if failed.location is Location.TARGET else source
+            await self._failed(key, body, desired=desired, attempts=attempts, source=source,
+                               target=target, reason=failed.reason, message=str(failed),
+                               current=current)
+            return
+        except VirtError as error:
+            await self._failed(key, body, desired=desired, attempts=attempts, source=source,
+                               target=target, reason="LibvirtError", message=str(error),
+                               current=source)
+            return
+        finally:
+            self.running.pop(key, None)
+        await self._succeeded(key, body, desired=desired, result=result, source=source,
+                              target=target)
+
+    async def _progress(self, key: str, body: Any, update: Update) -> None:
+        await self._set(key, body, phase=Phase.MIGRATING, wanted={
+            "Progressing": (True, "Migrating", update.note or f"{update.percent:.0f}% copied"),
+            "Ready": (False, "Migrating", f"migrating {update.domain}")},
+            fields={"progress": status.progress(update.progress, percent=update.percent,
+                                                eta_seconds=update.eta_seconds),
+                    "progressText": f"{update.percent:.0f}%",
+                    "effectiveMode": update.mode.value})
+
+    async def _reprobe(self, *names: str) -> None:
+        # The inventory must show the move before the next decision, or the
+        # VM would look as if it had drifted back.
+        await asyncio.gather(*(self.probe(name) for name in names))
+
+    async def _succeeded(self, key: str, body: Any, *, desired: Desired, result: MigrationResult,
+                         source: str, target: str) -> None:
+        await self._reprobe(source, target)
+        now = self.clock()
+        downtime = f", downtime {result.downtime_ms} ms" if result.downtime_ms is not None else ""
+        message = (f"domain {desired.domain} moved to {target} ({result.mode.value}) in "
+                   f"{result.duration_seconds:.1f} s{downtime}")
+        self.post_event(body, type="Normal", reason="MigrationSucceeded", message=message)
+        final = result.final
+        await self._set(key, body, phase=Phase.PLACED, wanted={"Ready": (True, "Placed", message)},
+                        fields={"currentHypervisor": target, "targetHypervisor": target,
+                                "attempt": None, "completionTime": status.timestamp(now),
+                                "effectiveMode": result.mode.value,
+                                "downtimeMs": result.downtime_ms,
+                                "durationSeconds": round(result.duration_seconds, 3),
+                                "progress": status.progress(final, percent=100.0, eta_seconds=0.0),
+                                "progressText": "100%", "nextAttemptTime": None})
+
+    async def _failed(self, key: str, body: Any, *, desired: Desired, attempts: int, source: str,
+                      target: str, reason: str, message: str, current: str,
+                      blocked: bool = False) -> None:
+        now = self.clock()
+        delay = reconcile.backoff_seconds(failures=max(1, attempts),
+                                          base=self.settings.retry_base_seconds,
+                                          cap=self.settings.retry_max_seconds)
+        self.post_event(body, type="Warning", reason="MigrationFailed" if not blocked else "Blocked",
+                        message=message[:1000])
+        wanted = {"Ready": (False, reason, message[:1000])}
+        if blocked:
+            wanted["Blocked"] = (True, reason, message[:1000])
+        await self._reprobe(source, target)
+        await self._set(key, body, phase=Phase.FAILED, wanted=wanted, fields={
+            "attempt": None, "currentHypervisor": current, "attempts": max(0, attempts),
+            "completionTime": status.timestamp(now),
+            "lastFailure": {"reason": reason, "message": message[:1000],
+                            "time": status.timestamp(now)},
+            "nextAttemptTime": status.timestamp(now + delay)})
+
+    async def _settle_unwatched(self, key: str, body: Any, *, desired: Desired, attempts: int,
+                                source: str, target: str, found: aftermath.Aftermath) -> None:
+        """No job runs any more: the attempt ended while no one watched. Where is the VM?"""
+        if found.unreachable:
+            await self._set(key, body, phase=Phase.MIGRATING, wanted={
+                "Progressing": (True, "Recovering",
+                                f"cannot read {', '.join(display_uri(u) for u in found.unreachable)}")})
+            return
+        if found.location is Location.TARGET:
+            final = found.final
+            result = MigrationResult(
+                domain=desired.domain,
+                mode=EffectiveMode.LIVE if (found.target and found.target.active) else EffectiveMode.OFFLINE,
+                duration_seconds=final.elapsed_seconds if final else 0.0,
+                downtime_ms=final.downtime_ms if final else None,
+                bytes_transferred=final.data_processed if final else 0, final=final)
+            await self._succeeded(key, body, desired=desired, result=result, source=source,
+                                  target=target)
+            return
+        if found.location is Location.SOURCE:
+            # The attempt never moved the VM (or failed while we were away).
+            # Nothing runs now, so the next pass may start a fresh attempt.
+            now = self.clock()
+            await self._reprobe(source, target)
+            await self._set(key, body, phase=Phase.PENDING, wanted={
+                "Ready": (False, "Interrupted", "the operator restarted during the attempt; "
+                                                "the VM is still on the source")},
+                fields={"attempt": None, "currentHypervisor": source,
+                        "lastFailure": {"reason": "Interrupted",
+                                        "message": "the operator restarted during the attempt; "
+                                                   f"{desired.domain} stayed on {source}",
+                                        "time": status.timestamp(now)}})
+            return
+        await self._failed(key, body, desired=desired, attempts=attempts, source=source,
+                           target=target, reason=f"Location{found.location.value}",
+                           message=f"after a restart domain {desired.domain} is "
+                                   f"{found.location.value} between {source} and {target}; "
+                                   "resolve it by hand", current=source)
+
+    async def abort_for_deletion(self, key: str) -> None:
+        """Deletion: cancel a migration in flight and wait until it has settled."""
+        running = self.running.get(key)
+        if running is not None:
+            running.cancel.set()
+        while key in self.in_flight:
+            await asyncio.sleep(0.2)
+
+
+async def _wait_for(waker: asyncio.Event, stopped: Stopped, *, timeout: float | None) -> None:
+    """Until woken, stopped, or the timeout; no polling, so a thousand idle loops cost nothing."""
+    tasks = {asyncio.ensure_future(waker.wait()), asyncio.ensure_future(stopped.until_stopped())}
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

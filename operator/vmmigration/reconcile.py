@@ -1,0 +1,183 @@
+"""Pure: what to do next for one VMMigration, from its spec, what its status remembers,
+and what the hypervisors report.
+
+The runtime calls :func:`decide` on every pass (an event, a timer, the end of a
+probe) and acts on the answer; this function never performs I/O, so each
+rule is a row in a table test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+from vmmigration.desired import Desired, DriftAction, Phase, PlacementMode
+from vmmigration.scheduling import (
+    Claim,
+    HypervisorView,
+    InFlight,
+    choose_target,
+    conflicting,
+    suitable_home,
+    whereabouts,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What the resource's status remembers; it survives an operator restart."""
+
+    phase: Phase | None = None
+    attempt_source: str | None = None  # a migration was started source -> target
+    attempt_target: str | None = None
+    chosen_target: str | None = None  # status.targetHypervisor
+    next_attempt_at: float | None = None  # backoff after a failure, epoch seconds
+    attempts: int = 0
+    drifted: bool = False
+
+
+# ---- actions ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Recover:
+    """Status says a migration was started, and no one here is watching it: inspect libvirt."""
+
+    source: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Migrate:
+    source: str
+    target: str
+    drift: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Placed:
+    current: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    """Nothing to do yet; keep the phase, say why."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """Cannot proceed until something outside changes; reported as the Blocked condition."""
+
+    reason: str
+    message: str
+    current: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Abort:
+    current: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportDrift:
+    current: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Idle:
+    """placement: Once, and the VM was placed: stop watching."""
+
+
+Action = Recover | Migrate | Placed | Wait | Block | Abort | ReportDrift | Idle
+
+
+def decide(
+    *,
+    key: str,
+    created: str,
+    desired: Desired,
+    memory: Memory,
+    hypervisors: Mapping[str, HypervisorView],
+    claims: Iterable[Claim],
+    in_flight: Sequence[InFlight],
+    now: float,
+) -> Action:
+    if memory.phase is Phase.MIGRATING and memory.attempt_source and memory.attempt_target:
+        return Recover(source=memory.attempt_source, target=memory.attempt_target)
+
+    rival = conflicting(Claim(key=key, domain=desired.domain, created=created), claims)
+    if rival is not None:
+        return Block("Conflict", f"VMMigration {rival.key} is older and already manages domain "
+                                 f"{desired.domain}; delete one of the two")
+
+    if desired.placement is PlacementMode.ONCE and memory.phase is Phase.PLACED:
+        return Idle()
+
+    where = whereabouts(desired.domain, hypervisors)
+    if len(where.active) > 1:
+        return Block("RunningTwice", f"domain {desired.domain} runs on {' and '.join(where.active)} "
+                                     "at once; resolve this by hand, nothing will be moved")
+    if where.active:
+        current = where.active[0]
+    elif len(where.defined) == 1:
+        current = where.defined[0]
+    elif len(where.defined) > 1:
+        return Block("DefinedTwice", f"domain {desired.domain} is shut off and defined on "
+                                     f"{' and '.join(where.defined)}; undefine one copy")
+    elif where.incoming:
+        return Wait("MigrationInProgress", f"domain {desired.domain} is arriving on "
+                                           f"{where.incoming[0]}")
+    elif where.unknown:
+        return Wait("InventoryIncomplete", f"domain {desired.domain} not found yet; not probed or "
+                                           f"unreachable: {', '.join(where.unknown)}")
+    else:
+        return Block("DomainNotFound", f"no Hypervisor holds a domain named {desired.domain}")
+
+    memory_bytes = where.summary.memory_bytes if where.summary else 0
+    if desired.target is not None:
+        view = hypervisors.get(desired.target)
+        if view is None:
+            return Block("UnknownHypervisor", f"no Hypervisor named {desired.target}", current)
+        if current == desired.target:
+            return Placed(current)
+        if view.spec.maintenance:
+            return Block("HostInMaintenance", f"target {desired.target} is in maintenance and "
+                                              "takes no new VMs", current)
+        if not view.reachable:
+            error = view.report.error if view.report else "not probed yet"
+            return Block("TargetUnreachable", f"target {desired.target} is unreachable: {error}",
+                         current)
+        target = desired.target
+    else:
+        assert desired.selector is not None
+        home = hypervisors.get(current)
+        if home is not None and suitable_home(home, desired.selector):
+            return Placed(current)
+        chosen, why = choose_target(selector=desired.selector, hypervisors=hypervisors,
+                                    memory_bytes=memory_bytes, current=current,
+                                    preferred=memory.chosen_target, in_flight=in_flight)
+        if chosen is None:
+            return Block("NoEligibleTarget", f"no Hypervisor can take {desired.domain}: {why}",
+                         current)
+        target = chosen
+
+    placed_before = memory.phase is Phase.PLACED or memory.drifted
+    if desired.source is not None and current != desired.source and not placed_before:
+        return Block("NotOnSource", f"domain {desired.domain} is on {current}, not on "
+                                    f"sourceHypervisor {desired.source}", current)
+    if desired.abort:
+        return Abort(current)
+    if placed_before and desired.drift_action is DriftAction.REPORT:
+        return ReportDrift(current=current, target=target)
+    if memory.next_attempt_at is not None and now < memory.next_attempt_at:
+        return Wait("Backoff", f"retrying in {memory.next_attempt_at - now:.0f} s "
+                               f"(attempt {memory.attempts + 1})")
+    return Migrate(source=current, target=target, drift=placed_before)
+
+
+def backoff_seconds(*, failures: int, base: float, cap: float) -> float:
+    """Exponential: base, 2·base, 4·base … capped; failures counts from 1."""
+    return float(min(cap, base * 2 ** max(0, failures - 1)))

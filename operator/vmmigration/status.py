@@ -1,0 +1,172 @@
+"""Pure: the status a VMMigration should show, and the smallest patch that gets it there.
+
+Conditions follow Kubernetes' convention: a ``lastTransitionTime`` changes
+only when a condition's status flips, and every condition carries the
+generation it was computed for, so ``kubectl wait --for=condition=Ready``
+and kstatus-based tools read it honestly.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from vmmigration.desired import Phase
+from vmmigration.model import HostReport, JobProgress
+
+CONDITION_TYPES = ("Ready", "Progressing", "Queued", "Blocked", "Drifted")
+
+
+def timestamp(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def conditions(
+    *,
+    previous: Any,
+    wanted: Mapping[str, tuple[bool, str, str]],
+    generation: int,
+    now: float,
+) -> list[dict[str, Any]]:
+    """All five condition types; ``wanted`` maps a type to (status, reason, message).
+
+    Types not in ``wanted`` are False with reason ``AsExpected``.
+    """
+    before = {c.get("type"): c for c in previous or () if isinstance(c, Mapping)}
+    result = []
+    for kind in CONDITION_TYPES:
+        state, reason, message = wanted.get(kind, (False, "AsExpected", ""))
+        text = "True" if state else "False"
+        old = before.get(kind)
+        since = (old.get("lastTransitionTime") if old and old.get("status") == text else None)
+        result.append({
+            "type": kind,
+            "status": text,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since or timestamp(now),
+            "observedGeneration": generation,
+        })
+    return result
+
+
+def progress(update: JobProgress | None, *, percent: float, eta_seconds: float | None) -> dict[str, Any]:
+    if update is None:
+        return {"percent": round(percent, 1)}
+    body: dict[str, Any] = {
+        "percent": round(percent, 1),
+        "memoryTotalBytes": update.memory_total,
+        "memoryProcessedBytes": update.memory_processed,
+        "memoryRemainingBytes": update.memory_remaining,
+        "dirtyRateBytesPerSecond": update.dirty_rate_bytes_per_s,
+        "transferRateBytesPerSecond": update.transfer_rate_bytes_per_s,
+        "iteration": update.iteration,
+    }
+    if eta_seconds is not None:
+        body["etaSeconds"] = round(eta_seconds, 1)
+    return body
+
+
+def compose(
+    *,
+    previous: Mapping[str, Any],
+    phase: Phase,
+    generation: int,
+    now: float,
+    wanted: Mapping[str, tuple[bool, str, str]],
+    fields: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole new status: the previous one, the given fields (None removes one), phase and conditions."""
+    new = {k: v for k, v in previous.items() if k not in ("conditions", "phase")}
+    for name, value in (fields or {}).items():
+        if value is None:
+            new.pop(name, None)
+        else:
+            new[name] = value
+    new["phase"] = phase.value
+    new["observedGeneration"] = generation
+    new["conditions"] = conditions(previous=previous.get("conditions"), wanted=wanted,
+                                   generation=generation, now=now)
+    return new
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning old into new; empty when nothing changed."""
+    patch: dict[str, Any] = {}
+    for name in old:
+        if name not in new:
+            patch[name] = None
+    for name, value in new.items():
+        before = old.get(name)
+        if before == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[name] = merge_patch(before, value)
+        else:
+            patch[name] = value
+    return patch
+
+
+def hypervisor(
+    *,
+    previous: Mapping[str, Any],
+    report: HostReport,
+    generation: int,
+    now: float,
+    inbound: int,
+    outbound: int,
+    heartbeat_seconds: float = 60.0,
+) -> dict[str, Any]:
+    """A Hypervisor's status from its latest probe.
+
+    Free memory moves on every probe of a real host; a change under 1 % is not
+    written, and ``lastProbeTime`` alone is refreshed at most once per
+    ``heartbeat_seconds``, so a quiet host costs the API server almost nothing.
+    """
+    new: dict[str, Any] = {k: v for k, v in previous.items()}
+    old_reachable = next((c for c in previous.get("conditions") or ()
+                          if isinstance(c, Mapping) and c.get("type") == "Reachable"), None)
+    state = "True" if report.reachable else "False"
+    since = old_reachable.get("lastTransitionTime") if old_reachable and old_reachable.get("status") == state else None
+    new["conditions"] = [{
+        "type": "Reachable",
+        "status": state,
+        "reason": "Probed" if report.reachable else "Unreachable",
+        "message": "libvirt answered" if report.reachable else report.error[:500],
+        "lastTransitionTime": since or timestamp(now),
+        "observedGeneration": generation,
+    }]
+    new["observedGeneration"] = generation
+    new["inboundMigrations"] = inbound
+    new["outboundMigrations"] = outbound
+    if report.reachable:
+        new.update({
+            "libvirtVersion": report.libvirt_version,
+            "hypervisorVersion": report.hypervisor_version,
+            "cpuModel": report.cpu_model,
+            "memoryTotalBytes": report.memory_total_bytes,
+            "domains": [{"name": d.name, "uuid": d.uuid, "state": d.state.value,
+                         "memoryBytes": d.memory_bytes, "persistent": d.persistent}
+                        for d in sorted(report.domains, key=lambda d: d.name)],
+            "domainCount": len(report.domains),
+        })
+        old_free = int(previous.get("memoryFreeBytes") or 0)
+        if not old_free or abs(report.memory_free_bytes - old_free) > old_free // 100:
+            new["memoryFreeBytes"] = report.memory_free_bytes
+    stale = (parse_timestamp(previous.get("lastProbeTime")) or 0.0) + heartbeat_seconds <= now
+    if stale or {k: v for k, v in new.items() if k != "lastProbeTime"} != {
+            k: v for k, v in previous.items() if k != "lastProbeTime"}:
+        new["lastProbeTime"] = timestamp(report.probed_at)
+    return new
