@@ -76,6 +76,7 @@ _STORAGE = {"shared": Storage.SHARED, "copy-all": Storage.COPY_ALL,
 def main() -> None:
     """Entry point: known failures become one readable line and exit 1, not a traceback."""
     from vmmigration.config import SettingsError
+    from vmmigration.sandbox.controlplane import ControlPlaneError
     from vmmigration.sandbox.daemons import DaemonError
     from vmmigration.sandbox.guest import GuestBuildError
     from vmmigration.sandbox.testbed import SandboxError
@@ -83,7 +84,8 @@ def main() -> None:
 
     try:
         cli()
-    except (VirtError, SandboxError, DaemonError, GuestBuildError, SettingsError) as error:
+    except (VirtError, SandboxError, DaemonError, GuestBuildError, SettingsError,
+            ControlPlaneError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
 
@@ -360,6 +362,53 @@ def serial_console(box: object, name: str, lines: int) -> None:
     bad = guest.failures(log)
     click.echo(f"-- {len(beats)} heartbeats, boots {boots}, "
                + ("no corruption, no panic" if not bad else f"FAILURES: {bad[:3]}"))
+
+
+@sandbox.group()
+@click.option("--address", default="127.0.10.1", show_default=True,
+              help="Loopback address kube-apiserver and etcd listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=6443, show_default=True,
+              help="kube-apiserver's port.")
+@click.pass_context
+def cluster(ctx: click.Context, address: str, port: int) -> None:
+    """A local Kubernetes control plane (etcd and kube-apiserver, no nodes)."""
+    from vmmigration.sandbox.controlplane import ControlPlane
+    from vmmigration.sandbox.testbed import Sandbox
+
+    box = ctx.obj
+    assert isinstance(box, Sandbox)
+    root = box.root / "controlplane"
+    # down and status need no binaries; root/bin is the link up leaves to the
+    # ones it ran, so they never trigger a build.
+    ctx.obj = ControlPlane(root=root, address=address, port=port, bin_dir=root / "bin")
+
+
+@cluster.command(name="up")
+@click.pass_obj
+def cluster_up(plane: object) -> None:
+    """Build the binaries if need be, then start the control plane from a clean state."""
+    from vmmigration.sandbox.controlplane import ControlPlane, binaries
+
+    assert isinstance(plane, ControlPlane)
+    plane = ControlPlane(root=plane.root, address=plane.address, port=plane.port, bin_dir=binaries())
+    status = plane.up()
+    click.echo(json.dumps(status, indent=2))
+    click.echo(f"admin kubeconfig: {plane.admin_kubeconfig}")
+    click.echo(f"export KUBECONFIG={plane.admin_kubeconfig}")
+
+
+@cluster.command(name="down")
+@click.pass_obj
+def cluster_down(plane: object) -> None:
+    """Stop kube-apiserver and etcd, by PID."""
+    stopped = plane.down()  # type: ignore[attr-defined]
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@cluster.command(name="status")
+@click.pass_obj
+def cluster_status(plane: object) -> None:
+    click.echo(json.dumps(plane.status(), indent=2))  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

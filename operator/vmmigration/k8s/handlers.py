@@ -60,6 +60,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
+    # A deleted VMMigration's loop exits within a moment when idle; one that is
+    # aborting a migration takes seconds, so poll for its exit often (the
+    # default is once a minute, which would hold the finalizer that long).
+    settings.background.instant_exit_timeout = 0.5
+    settings.background.cancellation_polling = 1.0
     # Log lines are not Events; the runtime posts the Events users act on.
     settings.posting.enabled = False
     # A quiet API server must not leave a watch hanging for ever (API restarts).

@@ -1,4 +1,5 @@
-"""The real test bed: two libvirt daemons on this machine and QEMU guests that really run.
+"""The real test bed, shared by the integration and end-to-end tiers: three libvirt
+daemons on this machine and QEMU guests that really run.
 
 Every test gets a watchdog: a migration that cannot converge blocks libvirt's
 migrate call forever, so after a deadline the watchdog aborts every job on
@@ -24,12 +25,14 @@ from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host, VirtError
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
-        if here in Path(item.fspath).parents:
+        parents = Path(item.fspath).parents
+        if here / "integration" in parents:
             item.add_marker(pytest.mark.integration)
+        if here / "e2e" in parents:
+            item.add_marker(pytest.mark.e2e)
 
 WATCHDOG_SECONDS = 150.0
 _TESTBED: list[str] = []
@@ -43,7 +46,7 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
-    box = Sandbox(root=Settings.from_env().test_sandbox_dir, count=2, subnet=1)
+    box = Sandbox(root=Settings.from_env().test_sandbox_dir, count=3, subnet=1)
     box.up()
     _TESTBED.append(f"{len(box.hosts)} libvirt hosts {[h.uri for h in box.hosts]}, "
                     f"guests under {box.accelerator().upper()}")
@@ -84,7 +87,12 @@ def name(sandbox: Sandbox) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def watchdog(sandbox: Sandbox) -> Iterator[None]:
+def watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Only for tests that use the libvirt test bed; unit tests never start it."""
+    if "sandbox" not in request.fixturenames:
+        yield
+        return
+    sandbox: Sandbox = request.getfixturevalue("sandbox")
     done = threading.Event()
     fired: list[str] = []
 

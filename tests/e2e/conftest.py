@@ -1,0 +1,286 @@
+"""End to end: a real kube-apiserver and etcd, the CRDs and RBAC we ship, the operator
+running as its own process under its ServiceAccount (not admin), and the
+libvirt test bed with real guests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from vmmigration.config import Settings
+from vmmigration.sandbox.controlplane import ControlPlane, binaries
+from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.virt.libvirt_host import Host, VirtError
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "vmmigration-system"
+T = TypeVar("T")
+
+# The operator's pace in tests: quick probes and retries, two migrations at once.
+OPERATOR_ENV = {
+    "VMMIGRATION_PROBE_INTERVAL_SECONDS": "1",
+    "VMMIGRATION_RESYNC_INTERVAL_SECONDS": "2",
+    "VMMIGRATION_PROGRESS_INTERVAL_SECONDS": "0.5",
+    "VMMIGRATION_RETRY_BASE_SECONDS": "2",
+    "VMMIGRATION_RETRY_MAX_SECONDS": "10",
+    "VMMIGRATION_MAX_CONCURRENT_MIGRATIONS": "2",
+    "VMMIGRATION_POLL_INTERVAL_SECONDS": "0.25",
+}
+
+
+def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,
+               interval: float = 0.25) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as error:  # a check may assert with a better message
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def _free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+class Kubectl:
+    """kubectl as an admin user would type it."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True
+                 ) -> subprocess.CompletedProcess[str]:
+        return self.plane.kubectl(*args, input=input, check=check)
+
+    def apply(self, manifest: str) -> None:
+        self("apply", "-f", "-", input=manifest)
+
+    def get(self, kind: str, name: str, namespace: str | None = "default") -> dict[str, Any]:
+        args = ["get", kind, name, "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        return json.loads(self(*args).stdout)  # type: ignore[no-any-return]
+
+    def exists(self, kind: str, name: str, namespace: str = "default") -> bool:
+        return self("get", kind, name, "-n", namespace, check=False).returncode == 0
+
+    def patch(self, kind: str, name: str, patch: dict[str, Any], namespace: str | None = "default") -> None:
+        args = ["patch", kind, name, "--type=merge", "-p", json.dumps(patch)]
+        if namespace:
+            args += ["-n", namespace]
+        self(*args)
+
+    def events(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        listed = json.loads(self("get", "events", "-n", namespace, "-o", "json",
+                                 "--field-selector", f"involvedObject.name={name}").stdout)
+        return listed["items"]  # type: ignore[no-any-return]
+
+    def reasons(self, name: str, namespace: str = "default") -> list[str]:
+        return [e["reason"] for e in sorted(self.events(name, namespace),
+                                            key=lambda e: e.get("firstTimestamp") or "")]
+
+    def status(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return self.get("vmmigration", name, namespace).get("status") or {}
+
+    def condition(self, name: str, kind: str, namespace: str = "default") -> dict[str, Any]:
+        for found in self.status(name, namespace).get("conditions") or ():
+            if found["type"] == kind:
+                return found  # type: ignore[no-any-return]
+        return {}
+
+    def wait_phase(self, name: str, phase: str, *, timeout: float = 90.0,
+                   namespace: str = "default") -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            current = self.status(name, namespace)
+            return current if current.get("phase") == phase else None
+        return wait_until(reached, timeout=timeout, what=f"{name} to be {phase}")
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    root = Settings.from_env().test_sandbox_dir / "controlplane"
+    address = "127.0.13.1"
+    plane = ControlPlane(root=root, address=address, port=_free_port(address), bin_dir=binaries())
+    plane.up()
+    try:
+        for manifest in ("crds/", "deploy/rbac.yaml"):
+            plane.kubectl("apply", "-f", str(REPO / manifest))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      "crd/vmmigrations.vmmigration.dev", "crd/hypervisors.vmmigration.dev",
+                      "crd/clusterkopfpeerings.kopf.dev")
+        plane.kubectl("apply", "-f", str(REPO / "deploy/peering.yaml"))
+        yield plane
+    finally:
+        plane.down()
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    return Kubectl(control_plane)
+
+
+def hypervisor_manifests(sandbox: Sandbox) -> str:
+    """examples/hypervisors.yaml, pointed at the test bed's hosts, plus a third host."""
+    text = (REPO / "examples" / "hypervisors.yaml").read_text()
+    # The examples name the demo's hosts (127.0.0.x); the tests run beside it on 127.0.1.x.
+    text = re.sub(r"qemu\+tcp://127\.0\.0\.(\d+)/system",
+                  lambda m: f"qemu+tcp://127.0.1.{m.group(1)}/system", text)
+    third = sandbox.hosts[2]
+    text += f"""
+---
+apiVersion: vmmigration.dev/v1alpha1
+kind: Hypervisor
+metadata:
+  name: kvm-c
+  labels:
+    vmmigration.dev/zone: lab
+spec:
+  uri: {third.uri}
+  maxInboundMigrations: 2
+  maxOutboundMigrations: 2
+"""
+    return text
+
+
+class Operator:
+    """The operator as a real process: `kopf run`, under the ServiceAccount's kubeconfig."""
+
+    def __init__(self, *, kubeconfig: Path, log_dir: Path, env: dict[str, str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log(self) -> Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig),
+               "VMMIGRATION_CREDENTIALS_DIR": str(self.log_dir / "credentials")}
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kopf", "run", "-m", "vmmigration.k8s.handlers",
+                 "--all-namespaces", "--peering", "vmmigration", "--verbose"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        wait_until(lambda: "vmmigration operator:" in self.log.read_text(errors="replace")
+                   or self.dead(), timeout=60, what="the operator to start")
+        assert not self.dead(), self.tail()
+
+    def dead(self) -> bool:
+        return self.process is None or self.process.poll() is not None
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log")))
+
+
+@pytest.fixture(scope="session")
+def operator_process(control_plane: ControlPlane, kubectl: Kubectl, sandbox: Sandbox,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    kubectl.apply(hypervisor_manifests(sandbox))
+    logs = tmp_path_factory.mktemp("operator")
+    kubeconfig = control_plane.service_account_kubeconfig(
+        namespace=NAMESPACE, name="vmmigration-operator", path=logs / "operator.kubeconfig")
+    operator = Operator(kubeconfig=kubeconfig, log_dir=logs, env=OPERATOR_ENV)
+    operator.start()
+    wait_until(lambda: all(
+        c["status"] == "True" for name in ("kvm-a", "kvm-b", "kvm-c")
+        for c in kubectl.get("hypervisor", name, None).get("status", {}).get("conditions", ())
+    ) and len([1 for name in ("kvm-a", "kvm-b", "kvm-c")
+               if kubectl.get("hypervisor", name, None).get("status")]) == 3,
+        timeout=60, what="every Hypervisor to be probed and reachable")
+    yield operator
+    operator.stop()
+    # Anything the operator logged as an RBAC refusal is a gap in what we ship.
+    forbidden = [line for line in operator.logs().splitlines() if "403" in line and "Forbidden" in line]
+    assert not forbidden, "the operator was refused by RBAC:\n" + "\n".join(forbidden[:10])
+
+
+@pytest.fixture
+def operator(operator_process: Operator) -> Iterator[Operator]:
+    if operator_process.dead():
+        operator_process.start()
+    yield operator_process
+    assert not operator_process.dead() or operator_process.process is None, (
+        "the operator died:\n" + operator_process.tail())
+
+
+@pytest.fixture
+def vmm(kubectl: Kubectl, operator: Operator) -> Iterator[Callable[..., str]]:
+    """Create a VMMigration from keyword fields; every one is deleted after the test."""
+    created: list[str] = []
+
+    def make(name: str, **spec: Any) -> str:
+        kubectl.apply(json.dumps({
+            "apiVersion": "vmmigration.dev/v1alpha1", "kind": "VMMigration",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}))
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        kubectl("delete", "vmmigration", name, "-n", "default", "--ignore-not-found",
+                "--wait=true", "--timeout=60s", check=False)
+
+
+def where(sandbox: Sandbox, domain: str) -> dict[str, str]:
+    """Which sandbox hosts hold ``domain``, and in what state: read from libvirt itself."""
+    found = {}
+    for index, daemon in enumerate(sandbox.hosts):
+        with contextlib.suppress(VirtError), Host(daemon.uri) as host:
+            summary = host.find(domain)
+            if summary is not None:
+                found["kvm-" + "abc"[index]] = summary.state.value
+    return found
+
+
+def running_on(sandbox: Sandbox, domain: str) -> list[str]:
+    return [name for name, state in where(sandbox, domain).items() if state == "Running"]
+
+
+def forget(sandbox: Sandbox, domain: str) -> None:
+    """Remove a domain the test made from every host."""
+    for daemon in sandbox.hosts:
+        with contextlib.suppress(VirtError), Host(daemon.uri) as host:
+            host.remove_everywhere(domain)

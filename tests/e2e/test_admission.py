@@ -1,0 +1,31 @@
+"""Malformed and hostile manifests are refused by the API server itself, readably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import Kubectl
+
+INVALID = sorted((Path(__file__).parent / "manifests" / "invalid").glob("*.yaml"))
+
+
+def expectation(manifest: Path) -> str:
+    first = manifest.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{manifest.name} must start with '# expect: …'"
+    return first.removeprefix("# expect: ").strip()
+
+
+def test_there_are_at_least_fifteen_hostile_manifests() -> None:
+    assert len(INVALID) >= 15
+
+
+@pytest.mark.parametrize("manifest", INVALID, ids=[m.stem for m in INVALID])
+def test_kubectl_apply_of_a_malformed_manifest_is_rejected_with_a_readable_message(
+        kubectl: Kubectl, manifest: Path) -> None:
+    done = kubectl("apply", "-f", str(manifest), check=False)
+    assert done.returncode != 0, f"{manifest.name} was accepted:\n{done.stdout}"
+    assert expectation(manifest) in done.stderr, done.stderr
+    # Nothing was stored: the object does not exist afterwards.
+    assert "created" not in done.stdout and "configured" not in done.stdout

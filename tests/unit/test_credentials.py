@@ -1,0 +1,37 @@
+"""Credentials from a Secret become private files and URI parameters, never log text."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from vmmigration.k8s.credentials import CredentialsError, display_uri, materialise
+
+TLS = {"ca.crt": b"CA", "tls.crt": b"CERT", "tls.key": b"KEY"}
+
+
+def test_tls_material_lands_in_a_private_pki_directory(tmp_path: Path) -> None:
+    uri = materialise(uri="qemu+tls://h/system", secret=TLS, directory=tmp_path / "kvm-a")
+    assert uri == f"qemu+tls://h/system?pkipath={tmp_path / 'kvm-a'}"
+    assert (tmp_path / "kvm-a" / "clientkey.pem").read_bytes() == b"KEY"
+    assert stat.S_IMODE((tmp_path / "kvm-a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "kvm-a" / "clientkey.pem").stat().st_mode) == 0o600
+
+
+def test_an_ssh_key_becomes_the_keyfile_parameter(tmp_path: Path) -> None:
+    uri = materialise(uri="qemu+ssh://root@h/system", secret={"ssh-privatekey": b"K"},
+                      directory=tmp_path / "h")
+    assert "keyfile=" in uri and (tmp_path / "h" / "id").read_bytes() == b"K"
+
+
+def test_a_secret_missing_a_key_names_what_it_lacks_without_its_contents(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError, match="tls.key") as caught:
+        materialise(uri="qemu+tls://h/system", secret={"ca.crt": b"SECRET-CA", "tls.crt": b"C"},
+                    directory=tmp_path)
+    assert "SECRET-CA" not in str(caught.value)
+
+
+def test_the_displayed_uri_drops_file_parameters() -> None:
+    assert display_uri("qemu+tls://h/system?pkipath=/x") == "qemu+tls://h/system"

@@ -1,0 +1,151 @@
+"""What the operator does next for one VMMigration: the reconcile rules as tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmmigration.desired import Desired, DriftAction, HypervisorSpec, Phase, PlacementMode, Selector
+from vmmigration.model import GIB, MIB, HostReport, PauseReason, PowerState
+from vmmigration.reconcile import (
+    Abort,
+    Action,
+    Block,
+    Idle,
+    Memory,
+    Migrate,
+    Placed,
+    Recover,
+    ReportDrift,
+    Wait,
+    backoff_seconds,
+    decide,
+)
+from vmmigration.scheduling import Claim, HypervisorView, InFlight
+
+from .conftest import domain
+
+ZONE = Selector(match_labels=(("zone", "lab"),))
+
+
+def host(name: str, *domains: str, reachable: bool = True, maintenance: bool = False,
+         labels: dict[str, str] | None = None, free_mib: int = 4096, paused: str = "",
+         probed: bool = True) -> HypervisorView:
+    found = [domain(d) for d in domains]
+    if paused:
+        found.append(domain(paused, state=PowerState.PAUSED, reason=PauseReason.MIGRATION))
+    report = HostReport(reachable=reachable, probed_at=0.0, memory_free_bytes=free_mib * MIB,
+                        memory_total_bytes=8 * GIB, domains=tuple(found),
+                        error="" if reachable else "connection refused")
+    spec = HypervisorSpec(name=name, uri=f"qemu+tcp://{name}/system",
+                          labels=tuple(sorted((labels or {"zone": "lab"}).items())),
+                          maintenance=maintenance)
+    return HypervisorView(spec=spec, report=report if probed else None)
+
+
+def hosts(*views: HypervisorView) -> dict[str, HypervisorView]:
+    return {v.spec.name: v for v in views}
+
+
+def run(desired: Desired, views: dict[str, HypervisorView], memory: Memory = Memory(),
+        claims: tuple[Claim, ...] = (), in_flight: tuple[InFlight, ...] = (),
+        now: float = 1000.0) -> Action:
+    return decide(key="default/web", created="2026-01-01T00:00:00Z", desired=desired,
+                  memory=memory, hypervisors=views, claims=claims, in_flight=in_flight, now=now)
+
+
+PINNED = Desired(domain="web-01", target="b")
+SELECTED = Desired(domain="web-01", selector=ZONE)
+
+
+@pytest.mark.parametrize(("desired", "views", "memory", "expected"), [
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b")), Memory(),
+                 Migrate(source="a", target="b"), id="pinned-target-elsewhere-migrates"),
+    pytest.param(PINNED, hosts(host("a"), host("b", "web-01")), Memory(),
+                 Placed("b"), id="already-on-target-is-placed-without-migrating"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b", maintenance=True)), Memory(),
+                 Block("HostInMaintenance", "", "a"), id="pinned-to-host-in-maintenance-is-blocked"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b", reachable=False)), Memory(),
+                 Block("TargetUnreachable", "", "a"), id="unreachable-target-is-blocked"),
+    pytest.param(Desired(domain="web-01", target="zz"), hosts(host("a", "web-01")), Memory(),
+                 Block("UnknownHypervisor", "", "a"), id="unknown-target-is-blocked"),
+    pytest.param(PINNED, hosts(host("a"), host("b")), Memory(),
+                 Block("DomainNotFound", ""), id="domain-nowhere-is-blocked"),
+    pytest.param(PINNED, hosts(host("a", probed=False), host("b")), Memory(),
+                 Wait("InventoryIncomplete", ""), id="unprobed-host-means-wait-not-block"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b", "web-01")), Memory(),
+                 Block("RunningTwice", ""), id="running-twice-is-never-touched"),
+    pytest.param(PINNED, hosts(host("a"), host("b", paused="web-01")), Memory(),
+                 Wait("MigrationInProgress", ""), id="incoming-copy-only-means-wait"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),
+                 Memory(phase=Phase.MIGRATING, attempt_source="a", attempt_target="b"),
+                 Recover(source="a", target="b"), id="remembered-attempt-is-recovered-first"),
+    pytest.param(Desired(domain="web-01", target="b", abort=True), hosts(host("a", "web-01"), host("b")),
+                 Memory(), Abort("a"), id="abort-before-moving"),
+    pytest.param(Desired(domain="web-01", target="b", abort=True), hosts(host("a"), host("b", "web-01")),
+                 Memory(), Placed("b"), id="abort-after-arrival-leaves-it-placed"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b")), Memory(phase=Phase.PLACED),
+                 Migrate(source="a", target="b", drift=True), id="drift-is-corrected"),
+    pytest.param(Desired(domain="web-01", target="b", drift_action=DriftAction.REPORT),
+                 hosts(host("a", "web-01"), host("b")), Memory(phase=Phase.PLACED),
+                 ReportDrift(current="a", target="b"), id="drift-is-only-reported"),
+    pytest.param(Desired(domain="web-01", target="b", placement=PlacementMode.ONCE),
+                 hosts(host("a", "web-01"), host("b")), Memory(phase=Phase.PLACED),
+                 Idle(), id="once-placed-stops-watching"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),
+                 Memory(phase=Phase.FAILED, next_attempt_at=2000.0, attempts=1),
+                 Wait("Backoff", ""), id="failure-backs-off"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),
+                 Memory(phase=Phase.FAILED, next_attempt_at=500.0, attempts=1),
+                 Migrate(source="a", target="b"), id="retries-after-backoff"),
+    pytest.param(Desired(domain="web-01", target="b", source="c"),
+                 hosts(host("a", "web-01"), host("b"), host("c")), Memory(),
+                 Block("NotOnSource", "", "a"), id="source-hint-must-hold"),
+    pytest.param(SELECTED, hosts(host("a", "web-01", labels={"zone": "other"}), host("b"), host("c", "x", "y")),
+                 Memory(), Migrate(source="a", target="b"), id="selector-picks-least-loaded"),
+    pytest.param(SELECTED, hosts(host("a", "web-01"), host("b")), Memory(),
+                 Placed("a"), id="selector-already-satisfied"),
+    pytest.param(SELECTED, hosts(host("a", "web-01", maintenance=True), host("b")), Memory(phase=Phase.PLACED),
+                 Migrate(source="a", target="b", drift=True), id="maintenance-moves-selected-vms-off"),
+    pytest.param(SELECTED, hosts(host("a", "web-01", labels={"zone": "x"}), host("b", free_mib=64),
+                                 host("c", reachable=False), host("d", maintenance=True)),
+                 Memory(), Block("NoEligibleTarget", "", "a"), id="selector-with-no-eligible-host"),
+])
+def test_decide_picks_the_next_action(desired: Desired, views: dict[str, HypervisorView],
+                                      memory: Memory, expected: Action) -> None:
+    action = run(desired, views, memory)
+    assert type(action) is type(expected)
+    if isinstance(expected, (Block, Wait)):
+        assert isinstance(action, (Block, Wait))
+        assert action.reason == expected.reason, action.message
+        assert action.message
+    else:
+        assert action == expected
+
+
+def test_the_younger_of_two_claims_on_one_domain_is_blocked_with_conflict() -> None:
+    older = Claim(key="default/first", domain="web-01", created="2025-12-31T00:00:00Z")
+    action = run(PINNED, hosts(host("a", "web-01"), host("b")), claims=(older,))
+    assert isinstance(action, Block) and action.reason == "Conflict"
+    assert "default/first" in action.message
+
+
+def test_the_older_claim_proceeds_despite_a_younger_rival() -> None:
+    younger = Claim(key="default/second", domain="web-01", created="2026-02-01T00:00:00Z")
+    assert run(PINNED, hosts(host("a", "web-01"), host("b")), claims=(younger,)) == Migrate("a", "b")
+
+
+def test_a_selector_keeps_its_earlier_choice_while_it_stays_eligible() -> None:
+    views = hosts(host("a", "web-01", labels={"zone": "x"}), host("b", "busy"), host("c"))
+    assert run(SELECTED, views, Memory(chosen_target="b")) == Migrate("a", "b")
+    assert run(SELECTED, views, Memory()) == Migrate("a", "c")
+
+
+def test_a_selector_counts_incoming_migrations_as_load() -> None:
+    views = hosts(host("a", "web-01", labels={"zone": "x"}), host("b"), host("c", "one"))
+    busy = (InFlight(key="x/y", source="q", target="b"), InFlight(key="x/z", source="q", target="b"))
+    assert run(SELECTED, views, in_flight=busy) == Migrate("a", "c")
+
+
+@pytest.mark.parametrize(("failures", "seconds"), [(1, 10), (2, 20), (3, 40), (6, 300), (40, 300)])
+def test_backoff_doubles_up_to_its_cap(failures: int, seconds: float) -> None:
+    assert backoff_seconds(failures=failures, base=10, cap=300) == seconds
