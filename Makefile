@@ -12,3 +12,4 @@ test:
 bench:
 	scripts/bootstrap
 	.venv/bin/python bench/migration_bench.py
+	.venv/bin/python bench/operator_bench.py

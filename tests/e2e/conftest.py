@@ -259,7 +259,8 @@ def vmm(kubectl: Kubectl, operator: Operator) -> Iterator[Callable[..., str]]:
         return name
 
     yield make
-    for name in created:
+    # Youngest first: deleting an older claim first would hand the domain to a younger rival.
+    for name in reversed(created):
         kubectl("delete", "vmmigration", name, "-n", "default", "--ignore-not-found",
                 "--wait=true", "--timeout=60s", check=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable
 
@@ -103,9 +104,12 @@ def test_four_vms_with_a_limit_of_two_never_migrate_more_than_two_at_once(
                 policy={"bandwidthMiBPerSecond": 8})
 
         def all_placed() -> bool:
+            # One list call: a consistent snapshot of all four at one resourceVersion.
+            listed = json.loads(kubectl("get", "vmmigrations", "-n", "default", "-o", "json").stdout)
+            statuses = {item["metadata"]["name"]: item.get("status") or {} for item in listed["items"]}
             phases = {}
             for each in names:
-                current = kubectl.status(each)
+                current = statuses.get(each, {})
                 phases[each] = current.get("phase")
                 for found in current.get("conditions") or ():
                     if found["type"] == "Queued" and found["status"] == "True":

@@ -65,8 +65,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # default is once a minute, which would hold the finalizer that long).
     settings.background.instant_exit_timeout = 0.5
     settings.background.cancellation_polling = 1.0
-    # Log lines are not Events; the runtime posts the Events users act on.
-    settings.posting.enabled = False
+    # The runtime posts the Events users act on; of kopf's own log lines only
+    # errors (a handler that crashed) become Events too.
+    settings.posting.level = logging.ERROR
     # A quiet API server must not leave a watch hanging for ever (API restarts).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

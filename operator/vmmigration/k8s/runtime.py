@@ -44,6 +44,10 @@ from vmmigration.virt.libvirt_host import VirtError
 log = logging.getLogger(__name__)
 
 
+# Blocks that a skew between two hosts' probes can fake for a moment.
+SKEW_PRONE = frozenset({"RunningTwice", "DefinedTwice", "DomainNotFound"})
+
+
 class EventPoster(Protocol):
     def __call__(self, body: Any, *, type: str, reason: str, message: str) -> None: ...
 
@@ -244,11 +248,22 @@ class Runtime:
                 "Ready": (False, "InvalidSpec", str(error))})
             return True  # wait for the spec to change
         memory = _memory(previous)
-        action = reconcile.decide(
-            key=key, created=str(body["metadata"].get("creationTimestamp") or ""),
-            desired=desired, memory=memory, hypervisors=self.hypervisors,
-            claims=self.claims.values(), in_flight=list(self.in_flight.values()),
-            now=self.clock())
+
+        def decide() -> Action:
+            return reconcile.decide(
+                key=key, created=str(body["metadata"].get("creationTimestamp") or ""),
+                desired=desired, memory=memory, hypervisors=self.hypervisors,
+                claims=self.claims.values(), in_flight=list(self.in_flight.values()),
+                now=self.clock())
+
+        action = decide()
+        if isinstance(action, reconcile.Block) and action.reason in SKEW_PRONE:
+            # Each host is probed on its own clock, so a VM that just moved can
+            # look as if it ran twice, or nowhere. Look at every host again, at
+            # one moment, before believing it.
+            await self._reprobe(*self.hypervisors)
+            action = decide()
+        log.debug("%s: %s -> %s", key, memory, action)
         return await self.act(action, key=key, body=body, desired=desired, memory=memory,
                               stopped=stopped)
 
@@ -267,7 +282,8 @@ class Runtime:
                 old = blocked.get("Blocked") or {}
                 if old.get("status") != "True" or old.get("reason") != reason:
                     self.post_event(body, type="Warning", reason="Blocked", message=message)
-                phase = Phase.FAILED if memory.phase is Phase.FAILED else Phase.PENDING
+                # A block does not erase what the status remembers (placed, failed).
+                phase = memory.phase if memory.phase in (Phase.FAILED, Phase.PLACED) else Phase.PENDING
                 await self._set(key, body, phase=phase, wanted={
                     "Blocked": (True, reason, message), "Ready": (False, reason, message)},
                     fields={"currentHypervisor": current} if current else None)
