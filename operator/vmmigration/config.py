@@ -50,6 +50,10 @@ class Settings:
     credentials_dir: Path = Path("/tmp/vmmigration-credentials")
     # kopf peering object name; "" runs standalone (one replica only).
     peering: str = "vmmigration"
+    # How long a replica's peering keep-alive stays valid. A replica killed
+    # with -9 leaves its record behind; its successor waits this long before
+    # acting, so it bounds failover time. kopf's own default is 60.
+    peering_lifetime_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,4 +104,6 @@ class Settings:
                                      defaults.retry_max_seconds, 0.1, 86400),
             credentials_dir=Path(env.get("VMMIGRATION_CREDENTIALS_DIR", defaults.credentials_dir)),
             peering=env.get("VMMIGRATION_PEERING", defaults.peering),
+            peering_lifetime_seconds=int(number("VMMIGRATION_PEERING_LIFETIME_SECONDS",
+                                                defaults.peering_lifetime_seconds, 12, 3600)),
         )

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 
 from vmmigration.config import Settings
 from vmmigration.sandbox.controlplane import ControlPlane, binaries
+from vmmigration.sandbox.operator_process import OperatorProcess
 from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host, VirtError
 
@@ -38,6 +36,8 @@ OPERATOR_ENV = {
     "VMMIGRATION_RETRY_MAX_SECONDS": "10",
     "VMMIGRATION_MAX_CONCURRENT_MIGRATIONS": "2",
     "VMMIGRATION_POLL_INTERVAL_SECONDS": "0.25",
+    # A restarted operator waits for its killed predecessor's keep-alive to lapse.
+    "VMMIGRATION_PEERING_LIFETIME_SECONDS": "12",
 }
 
 
@@ -163,56 +163,7 @@ spec:
     return text
 
 
-class Operator:
-    """The operator as a real process: `kopf run`, under the ServiceAccount's kubeconfig."""
-
-    def __init__(self, *, kubeconfig: Path, log_dir: Path, env: dict[str, str]) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_dir = log_dir
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def log(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
-
-    def start(self) -> None:
-        self.starts += 1
-        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig),
-               "VMMIGRATION_CREDENTIALS_DIR": str(self.log_dir / "credentials")}
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "kopf", "run", "-m", "vmmigration.k8s.handlers",
-                 "--all-namespaces", "--peering", "vmmigration", "--verbose"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        wait_until(lambda: "vmmigration operator:" in self.log.read_text(errors="replace")
-                   or self.dead(), timeout=60, what="the operator to start")
-        assert not self.dead(), self.tail()
-
-    def dead(self) -> bool:
-        return self.process is None or self.process.poll() is not None
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log")))
+Operator = OperatorProcess
 
 
 @pytest.fixture(scope="session")

@@ -58,17 +58,20 @@ def test_deleting_the_resource_aborts_its_migration_and_the_vm_stays_on_the_sour
 def test_kill_9_of_the_operator_mid_migration_then_restart_gives_exactly_one_migration(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
-    watch = boot(name, dirty_mib=16, dirty_rate_mib=1)
+    # Slow enough (about a minute) to still be running when the successor takes over.
+    watch = boot(name, dirty_mib=24, dirty_rate_mib=1)
     vmm(name, domain=name, targetHypervisor="kvm-b", mode="Live",
-        policy={"bandwidthMiBPerSecond": 6})
+        policy={"bandwidthMiBPerSecond": 2})
     migrating_with_progress(kubectl, name)
     operator.kill9()
     with Host(sandbox.hosts[0].uri) as source:
         assert source.job(name) is not None, "the job should outlive the operator (peer-to-peer)"
     operator.start()
-    placed = kubectl.wait_phase(name, "Placed", timeout=120)
+    placed = kubectl.wait_phase(name, "Placed", timeout=150)
     assert running_on(sandbox, name) == ["kvm-b"]
     assert placed["attempts"] == 1
+    assert f"adopting the running migration of {name}" in operator.tail(2000), (
+        "the restarted operator did not take over the running job")
     reasons = kubectl.reasons(name)
     assert reasons.count("MigrationStarted") == 1, reasons
     assert reasons.count("MigrationSucceeded") == 1, reasons

@@ -65,6 +65,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # default is once a minute, which would hold the finalizer that long).
     settings.background.instant_exit_timeout = 0.5
     settings.background.cancellation_polling = 1.0
+    settings.peering.lifetime = SETTINGS.peering_lifetime_seconds
     # The runtime posts the Events users act on; of kopf's own log lines only
     # errors (a handler that crashed) become Events too.
     settings.posting.level = logging.ERROR
