@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -281,6 +282,24 @@ def inspect(domain: str, source: str, target: str) -> None:
         "downtimeMs": found.final and found.final.downtime_ms,
         "unreachable": list(found.unreachable),
     }, indent=2))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--peering", default=None, metavar="NAME",
+              help="kopf peering object (default VMMIGRATION_PEERING, 'vmmigration'); '' runs standalone.")
+@click.argument("kopf_args", nargs=-1, type=click.UNPROCESSED)
+def operator(peering: str | None, kopf_args: tuple[str, ...]) -> None:
+    """Run the Kubernetes operator (kopf run), cluster-wide; extra arguments go to kopf.
+
+    It uses the in-cluster ServiceAccount, else $KUBECONFIG. Settings come from
+    VMMIGRATION_* variables (see README); a bad one stops it here.
+    """
+    settings = Settings.from_env()
+    name = settings.peering if peering is None else peering
+    command = [sys.executable, "-m", "kopf", "run", "-m", "vmmigration.k8s.handlers",
+               "--all-namespaces", *(["--peering", name] if name else ["--standalone"]), *kopf_args]
+    # Replace this process: signals (SIGTERM from the kubelet) then reach kopf directly.
+    os.execv(sys.executable, command)
 
 
 @cli.group()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 from typing import Any, Protocol
 
+from vmmigration.k8s.credentials import CredentialsError
+
 GROUP = "vmmigration.dev"
 VERSION = "v1alpha1"
 
@@ -40,5 +42,12 @@ class KubeClient:
             GROUP, VERSION, namespace, "vmmigrations", name, {"status": patch})
 
     def read_secret(self, *, namespace: str, name: str) -> dict[str, bytes]:
-        secret = self._core.read_namespaced_secret(name, namespace)
+        import kubernetes
+
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except kubernetes.client.ApiException as error:
+            # Status and reason only: the response body is not ours to repeat.
+            raise CredentialsError(f"cannot read Secret {namespace}/{name}: "
+                                   f"{error.status} {error.reason}") from None
         return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}

@@ -171,9 +171,11 @@ class Runtime:
             return None
         try:
             uri = await self.connection_uri(name)
-        except (CredentialsError, Exception) as error:  # a missing Secret is a report, not a crash
+        except CredentialsError as error:  # a missing Secret is a report, not a crash
+            report = HostReport(reachable=False, probed_at=self.clock(), error=str(error)[:300])
+        except Exception as error:  # the API server itself failing: report, retry next probe
             report = HostReport(reachable=False, probed_at=self.clock(),
-                                error=f"credentials: {type(error).__name__}: {error}"[:300])
+                                error=f"credentials: {type(error).__name__}"[:300])
         else:
             report = await asyncio.to_thread(inventory.probe, uri)
         current = self.hypervisors.get(name)
