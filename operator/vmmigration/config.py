@@ -54,6 +54,9 @@ class Settings:
     # with -9 leaves its record behind; its successor waits this long before
     # acting, so it bounds failover time. kopf's own default is 60.
     peering_lifetime_seconds: int = 30
+    # kopf pauses a replica that sees a peer of higher *or equal* priority, so
+    # equal priorities would pause every replica. None: a random one per start.
+    peering_priority: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,7 +86,14 @@ class Settings:
                 raise SettingsError(f"{name} must be {low:g} to {high:g}, not {value:g}")
             return value
 
+        raw_priority = env.get("VMMIGRATION_PEERING_PRIORITY")
+        try:
+            priority = int(raw_priority) if raw_priority else None
+        except ValueError:
+            raise SettingsError(
+                f"VMMIGRATION_PEERING_PRIORITY must be an integer, not {raw_priority!r}") from None
         return cls(
+            peering_priority=priority,
             sandbox_dir=Path(env.get("VMMIGRATION_SANDBOX_DIR", defaults.sandbox_dir)),
             test_sandbox_dir=Path(env.get("VMMIGRATION_TEST_SANDBOX_DIR", defaults.test_sandbox_dir)),
             accel=accel,

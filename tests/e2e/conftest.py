@@ -38,6 +38,8 @@ OPERATOR_ENV = {
     "VMMIGRATION_POLL_INTERVAL_SECONDS": "0.25",
     # A restarted operator waits for its killed predecessor's keep-alive to lapse.
     "VMMIGRATION_PEERING_LIFETIME_SECONDS": "12",
+    # Above the standby replica of the peering test, which must pause.
+    "VMMIGRATION_PEERING_PRIORITY": "100",
 }
 
 

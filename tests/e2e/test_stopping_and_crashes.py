@@ -133,3 +133,24 @@ def test_four_vms_with_a_limit_of_two_never_migrate_more_than_two_at_once(
             kubectl("delete", "vmmigration", each, "-n", "default", "--ignore-not-found",
                     "--wait=true", check=False)
             forget(sandbox, each)
+
+
+def test_a_second_replica_pauses_and_only_the_first_acts(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str], operator: Operator) -> None:
+    standby = Operator(kubeconfig=operator.kubeconfig, log_dir=operator.log_dir / "standby",
+                       env={**operator.env, "VMMIGRATION_PEERING_PRIORITY": "10"})
+    standby.start()
+    try:
+        # kopf starts every watch paused and resumes only when no peer outranks it.
+        wait_until(lambda: "watch-stream for vmmigrations.v1alpha1.vmmigration.dev cluster-wide "
+                   "(paused)" in standby.logs(), timeout=30, what="the standby to start paused")
+        boot(name)
+        vmm(name, domain=name, targetHypervisor="kvm-b")
+        kubectl.wait_phase(name, "Placed", timeout=90)
+        assert kubectl.reasons(name).count("MigrationStarted") == 1
+        assert name not in standby.logs(), "the paused replica acted on the resource"
+        assert "Resuming operations" not in standby.logs()
+        assert running_on(sandbox, name) == ["kvm-b"]
+    finally:
+        standby.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import random
 from typing import Any
 
 import kopf
@@ -66,6 +67,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.instant_exit_timeout = 0.5
     settings.background.cancellation_polling = 1.0
     settings.peering.lifetime = SETTINGS.peering_lifetime_seconds
+    settings.peering.priority = (SETTINGS.peering_priority if SETTINGS.peering_priority is not None
+                                 else random.randint(1, 1_000_000))
     # The runtime posts the Events users act on; of kopf's own log lines only
     # errors (a handler that crashed) become Events too.
     settings.posting.level = logging.ERROR
