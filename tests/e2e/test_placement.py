@@ -76,3 +76,22 @@ def test_the_hybrid_suspends_a_vm_that_dirties_memory_too_fast_and_it_resumes_on
     finally:
         kubectl("delete", "-f", str(REPO / "examples" / "hybrid.yaml"), "--wait=true", check=False)
         forget(sandbox, "demo-hot")
+
+
+def test_a_failing_pre_check_blocks_the_resource_before_anything_moves(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str]) -> None:
+    # A stale, shut-off definition of the same name waits on the target.
+    sandbox.define(sandbox.guest_spec(name), host=sandbox.hosts[1])
+    watch = boot(name)
+    vmm(name, domain=name, targetHypervisor="kvm-b")
+    blocked = wait_until(lambda: kubectl.condition(name, "Blocked").get("status") == "True"
+                         and kubectl.condition(name, "Blocked"), timeout=60, what="Blocked")
+    assert blocked["reason"] in ("DomainAlreadyOnTarget", "NameClash", "UuidClash"), blocked
+    current = kubectl.status(name)
+    assert current["phase"] == "Failed" and current.get("attempts", 0) == 0
+    assert current["lastFailure"]["reason"] == blocked["reason"]
+    assert "nextAttemptTime" in current
+    assert "Blocked" in kubectl.reasons(name) and "MigrationStarted" not in kubectl.reasons(name)
+    assert where(sandbox, name) == {"kvm-a": "Running", "kvm-b": "ShutOff"}
+    watch.assert_kept_running(after=watch.count())

@@ -15,7 +15,7 @@ from vmmigration.sandbox.testbed import LOCAL_POOL, SHARED_POOL, Sandbox
 from vmmigration.virt.engine import Engine, MigrationError, PrecheckFailed
 from vmmigration.virt.libvirt_host import Host
 
-from .conftest import GuestWatch
+from ..conftest import GuestWatch
 from .helpers import request
 
 

@@ -292,8 +292,12 @@ class Runtime:
             case reconcile.Wait(reason=reason, message=message):
                 phase = memory.phase if memory.phase in (Phase.FAILED, Phase.PLACED) else Phase.PENDING
                 wanted = {"Ready": (False, reason, message)}
-                if memory.drifted:
-                    wanted["Drifted"] = (True, "NotOnTarget", message)
+                # Waiting changes nothing about why we were blocked or drifted.
+                for kept in ("Blocked", "Drifted"):
+                    old = next((c for c in self._previous(key, body).get("conditions") or ()
+                                if c.get("type") == kept and c.get("status") == "True"), None)
+                    if old is not None:
+                        wanted[kept] = (True, old.get("reason", ""), old.get("message", ""))
                 await self._set(key, body, phase=phase or Phase.PENDING, wanted=wanted)
             case reconcile.Abort(current=current):
                 await self._set(key, body, phase=Phase.ABORTED, wanted={
@@ -348,6 +352,25 @@ class Runtime:
                                 message=f"domain {desired.domain} runs on {source}, not on "
                                         f"{target}; moving it back")
             attempts = 1 if memory.phase is Phase.PLACED or memory.drifted else memory.attempts + 1
+            checking = f"checking that {desired.domain} can move from {source} to {target}"
+            await self._set(key, body, phase=Phase.VALIDATING, wanted={
+                "Progressing": (True, "Validating", checking), "Ready": (False, "Validating", checking)},
+                fields={"sourceHypervisor": source, "targetHypervisor": target,
+                        "currentHypervisor": source})
+            try:
+                request = await self._request(desired, source=source, target=target)
+                await asyncio.to_thread(self.engine.check, request)
+            except PrecheckFailed as refused:
+                await self._failed(key, body, desired=desired, attempts=attempts - 1, source=source,
+                                   target=target, reason=refused.findings[0].reason,
+                                   message=str(refused), current=source, blocked=True)
+                return
+            except Exception as error:  # credentials, a host gone: a failure to report and retry
+                await self._failed(key, body, desired=desired, attempts=attempts - 1, source=source,
+                                   target=target, reason="Credentials" if isinstance(
+                                       error, CredentialsError) else "ValidationError",
+                                   message=str(error)[:300], current=source)
+                return
             now = self.clock()
             message = f"migrating {desired.domain} from {source} to {target}"
             # Written before libvirt is asked: a restart then finds the attempt and
@@ -362,13 +385,6 @@ class Runtime:
                         "attempts": attempts, "progress": {"percent": 0.0}, "progressText": "0%",
                         "downtimeMs": None, "durationSeconds": None, "nextAttemptTime": None,
                         "effectiveMode": None})
-            try:
-                request = await self._request(desired, source=source, target=target)
-            except (CredentialsError, Exception) as error:
-                await self._failed(key, body, desired=desired, attempts=attempts, source=source,
-                                   target=target, reason="Credentials", message=str(error)[:300],
-                                   current=source)
-                return
             self.post_event(body, type="Normal", reason="MigrationStarted", message=message)
             await self._drive(key=key, body=body, desired=desired, request=request,
                               attempts=attempts, source=source, target=target, stopped=stopped,
@@ -411,6 +427,13 @@ class Runtime:
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=0.5)
+                if stopped and not stopped.is_deleted():
+                    # The operator is exiting or handing over to a peer: leave the
+                    # job running (it is peer-to-peer) and its attempt in the status,
+                    # so whoever runs next adopts it instead of waiting here.
+                    log.info("%s: leaving the migration of %s running for the next operator",
+                             key, desired.domain)
+                    return
                 spec = body.get("spec") or {}
                 if (spec.get("abort") or (stopped and stopped.is_deleted())) and not running.cancel.is_set():
                     log.info("%s: abort requested; cancelling the migration of %s", key, desired.domain)

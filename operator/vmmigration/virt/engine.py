@@ -172,6 +172,16 @@ class Engine:
         precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()
         return Plan(mode=mode, flags=flags, domain=domain, precreate=precreate)
 
+    def check(self, request: MigrationRequest) -> Mode:
+        """Every pre-check, on its own, changing nothing: the mode the request resolves to.
+
+        The operator shows this as its Validating phase, so a refusal is
+        visible before anything moves. migrate() checks again (cheaply) in
+        case the world changed in between.
+        """
+        with _connected(request) as (source, target):
+            return self.plan(request, source=source, target=target).mode
+
     # ---- the migration ----------------------------------------------------
 
     def migrate(
