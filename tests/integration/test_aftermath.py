@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -14,7 +16,7 @@ from vmmigration.model import EffectiveMode, JobProgress, MigrationRequest, OnTi
 from vmmigration.placement import Location
 from vmmigration.sandbox.daemons import Daemon
 from vmmigration.virt import aftermath
-from vmmigration.virt.engine import Engine, NoJobToAdopt, PrecheckFailed
+from vmmigration.virt.engine import Detached, Engine, NoJobToAdopt, PrecheckFailed
 from vmmigration.virt.libvirt_host import Host
 
 _IDLE = JobProgress(elapsed_seconds=0)
@@ -109,3 +111,39 @@ def test_adopting_when_no_job_runs_changes_nothing_and_says_where_the_vm_is(
                                         target_uri=target_host.uri))
     assert caught.value.found.location is Location.SOURCE
     assert source.summary(name).state is PowerState.RUNNING
+
+
+def test_a_detached_watch_lets_go_without_touching_the_job_and_an_adopter_finishes_it(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    # An operator replica paused by peering lets go; its successor adopts.
+    vm = boot(name, dirty_mib=48, dirty_rate_mib=48)
+    detach = threading.Event()
+    raised: list[BaseException] = []
+    request = MigrationRequest(domain=name, source_uri=source_host.uri, target_uri=target_host.uri,
+                               policy=Policy(bandwidth_mib_per_s=8, progress_timeout_seconds=3,
+                                             on_timeout=OnTimeout.ABORT))
+
+    def first_watcher() -> None:
+        try:
+            Engine().migrate(request, detach=detach)
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=first_watcher, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while source.job(name) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    detach.set()
+    thread.join(10)
+    assert raised and isinstance(raised[0], Detached)
+    # Its policy would have aborted this non-converging job after 3 s; detached, it did not.
+    time.sleep(5)
+    assert source.job(name) is not None, "the detached watcher still acted on the job"
+
+    result = Engine().adopt(dataclasses.replace(request, policy=Policy(
+        on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=2, bandwidth_mib_per_s=8)))
+    assert result.mode is EffectiveMode.LIVE_SUSPENDED
+    assert target.summary(name).state is PowerState.RUNNING
+    vm.assert_kept_running(after=vm.count())

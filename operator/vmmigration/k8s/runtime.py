@@ -67,6 +67,7 @@ class _Running:
     """One migration this process is driving or watching."""
 
     cancel: threading.Event
+    detach: threading.Event = dataclasses.field(default_factory=threading.Event)
     latest: Update | None = None
 
 
@@ -91,8 +92,10 @@ def _memory(previous: Mapping[str, Any]) -> Memory:
 
 class Runtime:
     def __init__(self, *, settings: Settings, kube: Kube, post_event: EventPoster,
-                 engine: Engine | None = None, clock: Callable[[], float] = time.time) -> None:
+                 engine: Engine | None = None, clock: Callable[[], float] = time.time,
+                 prober: Callable[[str], HostReport] = inventory.probe) -> None:
         self.settings = settings
+        self.prober = prober
         self.kube = kube
         self.post_event = post_event
         self.engine = engine or Engine(poll_interval_seconds=settings.poll_interval_seconds)
@@ -177,7 +180,7 @@ class Runtime:
             report = HostReport(reachable=False, probed_at=self.clock(),
                                 error=f"credentials: {type(error).__name__}"[:300])
         else:
-            report = await asyncio.to_thread(inventory.probe, uri)
+            report = await asyncio.to_thread(self.prober, uri)
         current = self.hypervisors.get(name)
         if current is None:
             return report
@@ -421,7 +424,11 @@ class Runtime:
 
         call = self.engine.adopt if adopt else self.engine.migrate
         task = asyncio.ensure_future(asyncio.to_thread(call, request, on_update=on_update,
-                                                       cancel=running.cancel))
+                                                       cancel=running.cancel,
+                                                       detach=running.detach))
+        # A detached task ends after we stopped listening; fetch its outcome so
+        # asyncio does not warn about it.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
         written: Update | None = None
         last_write = 0.0
         try:
@@ -433,6 +440,7 @@ class Runtime:
                     # so whoever runs next adopts it instead of waiting here.
                     log.info("%s: leaving the migration of %s running for the next operator",
                              key, desired.domain)
+                    running.detach.set()
                     return
                 spec = body.get("spec") or {}
                 if (spec.get("abort") or (stopped and stopped.is_deleted())) and not running.cancel.is_set():

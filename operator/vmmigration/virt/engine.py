@@ -40,9 +40,9 @@ from vmmigration.virt.libvirt_host import (
     MigrationUnsafe,
     VirtError,
 )
-from vmmigration.virt.monitor import Update, quietly, watch_job
+from vmmigration.virt.monitor import Detached, Update, quietly, watch_job
 
-__all__ = ["Engine", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
+__all__ = ["Detached", "Engine", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
            "PrecheckFailed", "Update"]
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,12 @@ class Engine:
         *,
         on_update: Callable[[Update], None] | None = None,
         cancel: threading.Event | None = None,
+        detach: threading.Event | None = None,
     ) -> MigrationResult:
         with _connected(request) as (source, target):
             plan = self.plan(request, source=source, target=target)
             return self._run(request, plan, source=source, target=target, on_update=on_update,
-                             cancel=cancel or threading.Event())
+                             cancel=cancel or threading.Event(), detach=detach)
 
     def adopt(
         self,
@@ -202,6 +203,7 @@ class Engine:
         *,
         on_update: Callable[[Update], None] | None = None,
         cancel: threading.Event | None = None,
+        detach: threading.Event | None = None,
     ) -> MigrationResult:
         """Take over the watch of a migration job already running, as after a restart.
 
@@ -244,6 +246,7 @@ class Engine:
                 poll_interval_seconds=self.poll_interval_seconds,
                 cancel=cancel or threading.Event(),
                 on_update=on_update,
+                detach=detach,
             )
             duration = (found.job.elapsed_seconds if found.job else 0.0) + time.monotonic() - started
             # The VM was running before the migration unless its user paused it.
@@ -269,6 +272,7 @@ class Engine:
         target: Host,
         on_update: Callable[[Update], None] | None,
         cancel: threading.Event,
+        detach: threading.Event | None = None,
     ) -> MigrationResult:
         name = request.domain
         policy = request.policy
@@ -309,6 +313,7 @@ class Engine:
             poll_interval_seconds=self.poll_interval_seconds,
             cancel=cancel,
             on_update=on_update,
+            detach=detach,
         )
         mode, last = outcome.mode, outcome.last
         duration = time.monotonic() - started

@@ -43,6 +43,10 @@ class Outcome:
     abort_trigger: Trigger | None
 
 
+class Detached(Exception):
+    """The watcher let go of a job that keeps running (its process is handing over)."""
+
+
 def quietly(action: Callable[[], None]) -> bool:
     """Run an action on the job; one that just ended makes it moot, not an error."""
     try:
@@ -64,11 +68,14 @@ def watch_job(
     poll_interval_seconds: float,
     cancel: threading.Event,
     on_update: Callable[[Update], None] | None,
+    detach: threading.Event | None = None,
 ) -> Outcome:
     """Poll the source's job until ``wait_for_end`` says it is over, escalating by policy.
 
     ``wait_for_end(seconds)`` waits up to that long and returns True once the
-    job has ended (the migrate call returned, or the job is gone).
+    job has ended (the migrate call returned, or the job is gone). Setting
+    ``detach`` stops the watch without touching the job: it raises Detached,
+    and whoever runs next adopts the job.
     """
     started = time.monotonic()
     suspended_by_us = False
@@ -76,6 +83,9 @@ def watch_job(
     abort_trigger: Trigger | None = None
     last: JobProgress | None = None
     while not wait_for_end(poll_interval_seconds):
+        if detach is not None and detach.is_set():
+            log.info("migration of %s: no longer watched here; the job keeps running", name)
+            raise Detached(name)
         # poll (a lost connection shows up in the migrate call too; keep watching until it does)
         try:
             progress = source.job(name)
