@@ -34,6 +34,8 @@ class Memory:
     next_attempt_at: float | None = None  # backoff after a failure, epoch seconds
     attempts: int = 0
     drifted: bool = False
+    # Hosts that refused this VM at a pre-check lately, and why (selector placement only).
+    avoid: tuple[tuple[str, str], ...] = ()
 
 
 # ---- actions ---------------------------------------------------------------
@@ -158,7 +160,8 @@ def decide(
             return Placed(current)
         chosen, why = choose_target(selector=desired.selector, hypervisors=hypervisors,
                                     memory_bytes=memory_bytes, current=current,
-                                    preferred=memory.chosen_target, in_flight=in_flight)
+                                    preferred=memory.chosen_target, in_flight=in_flight,
+                                    avoid=dict(memory.avoid))
         if chosen is None:
             return Block("NoEligibleTarget", f"no Hypervisor can take {desired.domain}: {why}",
                          current)
@@ -172,7 +175,10 @@ def decide(
         return Abort(current)
     if placed_before and desired.drift_action is DriftAction.REPORT:
         return ReportDrift(current=current, target=target)
-    if memory.next_attempt_at is not None and now < memory.next_attempt_at:
+    # A selector that moved on to another host after a refusal need not wait:
+    # the backoff was for the host that refused.
+    elsewhere = desired.selector is not None and target != memory.chosen_target
+    if memory.next_attempt_at is not None and now < memory.next_attempt_at and not elsewhere:
         return Wait("Backoff", f"retrying in {memory.next_attempt_at - now:.0f} s "
                                f"(attempt {memory.attempts + 1})")
     return Migrate(source=current, target=target, drift=placed_before)

@@ -120,6 +120,7 @@ def choose_target(
     current: str | None,
     preferred: str | None,
     in_flight: Sequence[InFlight],
+    avoid: Mapping[str, str] | None = None,
 ) -> tuple[str | None, str]:
     """The host to move to, or None and why none fits.
 
@@ -127,7 +128,9 @@ def choose_target(
     memory. The preferred host (chosen before, recorded in status) is kept
     while it stays eligible, so a choice does not flap between probes. Among
     the rest the least loaded wins: fewest running domains plus incoming
-    migrations, then most free memory, then name.
+    migrations, then most free memory, then name. ``avoid`` maps hosts that
+    refused this VM at a pre-check (CPU, memory, storage) to why; they are
+    skipped for a while so another candidate gets its turn.
     """
     rejected: list[str] = []
     eligible: list[tuple[int, int, str]] = []
@@ -136,6 +139,9 @@ def choose_target(
         if name == current:
             continue
         if not selector.matches(view.spec.label_map):
+            continue
+        if avoid and name in avoid:
+            rejected.append(f"{name} refused it ({avoid[name]})")
             continue
         if view.spec.maintenance:
             rejected.append(f"{name} is in maintenance")

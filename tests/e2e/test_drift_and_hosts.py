@@ -12,7 +12,7 @@ from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.engine import Engine
 
 from ..conftest import GuestWatch
-from .conftest import Kubectl, running_on, wait_until
+from .conftest import Kubectl, forget, running_on, wait_until
 
 
 def move_by_hand(sandbox: Sandbox, domain: str, *, source: int, target: int) -> None:
@@ -115,3 +115,26 @@ def test_the_younger_of_two_resources_for_one_vm_is_blocked_with_conflict(
     kubectl.wait_phase(name, "Placed", timeout=90)
     assert running_on(sandbox, name) == ["kvm-b"]
     assert "MigrationStarted" not in kubectl.reasons(f"{name}-rival")
+
+
+def test_a_selector_moves_on_to_another_host_when_its_first_choice_refuses_the_vm(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str], hosts_restored: None) -> None:
+    for host in ("kvm-b", "kvm-c"):
+        kubectl.patch("hypervisor", host, {"metadata": {"labels": {"pool": "blue"}}}, namespace=None)
+    # kvm-b is the less loaded choice, but a stale definition there refuses the VM ...
+    sandbox.define(sandbox.guest_spec(name), host=sandbox.hosts[1])
+    busy = f"{name}-busy"
+    sandbox.boot(sandbox.guest_spec(busy), host=sandbox.hosts[2])
+    try:
+        watch = boot(name)
+        vmm(name, domain=name, targetSelector={"matchLabels": {"pool": "blue"}})
+        # ... so after the refusal it goes to kvm-c, without waiting out a backoff.
+        placed = kubectl.wait_phase(name, "Placed", timeout=90)
+        assert placed["currentHypervisor"] == "kvm-c"
+        assert placed["lastFailure"]["reason"] in ("DomainAlreadyOnTarget", "NameClash", "UuidClash")
+        assert kubectl.reasons(name).count("MigrationStarted") == 1
+        assert running_on(sandbox, name) == ["kvm-c"]
+        watch.assert_kept_running(after=watch.count())
+    finally:
+        forget(sandbox, busy)

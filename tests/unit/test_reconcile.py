@@ -149,3 +149,17 @@ def test_a_selector_counts_incoming_migrations_as_load() -> None:
 @pytest.mark.parametrize(("failures", "seconds"), [(1, 10), (2, 20), (3, 40), (6, 300), (40, 300)])
 def test_backoff_doubles_up_to_its_cap(failures: int, seconds: float) -> None:
     assert backoff_seconds(failures=failures, base=10, cap=300) == seconds
+
+
+def test_a_selector_skips_a_host_that_refused_the_vm_and_does_not_wait_to_try_another() -> None:
+    views = hosts(host("a", "web-01", labels={"zone": "x"}), host("b"), host("c", "busy"))
+    refused = Memory(phase=Phase.FAILED, chosen_target="b", next_attempt_at=2000.0, attempts=0,
+                     avoid=(("b", "CpuIncompatible"),))
+    assert run(SELECTED, views, refused) == Migrate("a", "c")
+
+
+def test_when_every_candidate_refused_the_block_says_why_each_did() -> None:
+    views = hosts(host("a", "web-01", labels={"zone": "x"}), host("b"))
+    action = run(SELECTED, views, Memory(avoid=(("b", "CpuIncompatible"),)))
+    assert isinstance(action, Block) and action.reason == "NoEligibleTarget"
+    assert "b refused it (CpuIncompatible)" in action.message

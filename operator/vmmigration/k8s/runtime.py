@@ -107,6 +107,8 @@ class Runtime:
         self._wakers: dict[str, asyncio.Event] = {}
         self._statuses: dict[str, dict[str, Any]] = {}
         self._credentials: dict[str, tuple[float, str]] = {}
+        # key -> host -> (until, why): targets that refused a VM at a pre-check.
+        self._avoid: dict[str, dict[str, tuple[float, str]]] = {}
 
     # ---- what kopf tells us --------------------------------------------------
 
@@ -133,6 +135,7 @@ class Runtime:
     def release(self, key: str) -> None:
         gone = self.claims.pop(key, None)
         self._statuses.pop(key, None)
+        self._avoid.pop(key, None)
         if gone is not None:
             # A younger VMMigration blocked by this one may proceed now.
             self.wake_domain(gone.domain)
@@ -252,7 +255,10 @@ class Runtime:
                 "Blocked": (True, "InvalidSpec", str(error)),
                 "Ready": (False, "InvalidSpec", str(error))})
             return True  # wait for the spec to change
-        memory = _memory(previous)
+        now = self.clock()
+        avoid = tuple((host, why) for host, (until, why) in self._avoid.get(key, {}).items()
+                      if until > now)
+        memory = dataclasses.replace(_memory(previous), avoid=avoid)
 
         def decide() -> Action:
             return reconcile.decide(
@@ -364,6 +370,10 @@ class Runtime:
                 request = await self._request(desired, source=source, target=target)
                 await asyncio.to_thread(self.engine.check, request)
             except PrecheckFailed as refused:
+                if desired.selector is not None:
+                    # Let the selector try another host before this one again.
+                    self._avoid.setdefault(key, {})[target] = (
+                        self.clock() + self.settings.retry_max_seconds, refused.findings[0].reason)
                 await self._failed(key, body, desired=desired, attempts=attempts - 1, source=source,
                                    target=target, reason=refused.findings[0].reason,
                                    message=str(refused), current=source, blocked=True)
