@@ -29,3 +29,10 @@ def test_kubectl_apply_of_a_malformed_manifest_is_rejected_with_a_readable_messa
     assert expectation(manifest) in done.stderr, done.stderr
     # Nothing was stored: the object does not exist afterwards.
     assert "created" not in done.stdout and "configured" not in done.stdout
+
+
+def test_every_example_manifest_is_accepted_by_the_api_server(kubectl: Kubectl) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    done = kubectl("apply", "--dry-run=server", "-f", str(examples))
+    assert done.stdout.count("(server dry run)") == len(
+        [d for f in examples.glob("*.yaml") for d in f.read_text().split("\n---") if "kind:" in d])

@@ -43,6 +43,14 @@ class _StopFlag:
         await self._flag.wait()
 
 
+class _QuietProbes(logging.Filter):
+    """kopf logs every timer run at INFO; a probe every few seconds per host would drown the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO
+                    and record.getMessage().startswith("Timer 'probe_hypervisor' succeeded"))
+
+
 def _post_event(body: Any, *, type: str, reason: str, message: str) -> None:
     kopf.event(body, type=type, reason=reason, message=message)
 
@@ -81,6 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = workers
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmmigration"))
+    logging.getLogger("kopf.objects").addFilter(_QuietProbes())
     memo["runtime"] = Runtime(settings=SETTINGS, kube=KubeClient(), post_event=_post_event)
     log.info("vmmigration operator: %d migrations at once, probes every %.1f s",
              SETTINGS.max_concurrent_migrations, SETTINGS.probe_interval_seconds)
