@@ -80,6 +80,21 @@ def by_operator(plane: ControlPlane, api: kubernetes.client.CustomObjectsApi, *,
     return reaction, placed
 
 
+def api_writes(plane: ControlPlane) -> dict[str, float]:
+    """The API server's own count of the operator's writes, by resource (from its /metrics)."""
+    counts: dict[str, float] = {}
+    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{") or 'group="vmmigration.dev"' not in line:
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+        verb = labels.get("verb", "").strip('"')
+        if verb not in ("PATCH", "UPDATE", "CREATE"):
+            continue
+        key = f'{verb} {labels.get("resource", "").strip(chr(34))}/{labels.get("subresource", "").strip(chr(34))}'
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def by_raw_libvirt(*, domain: str, source_uri: str, target_uri: str) -> float:
     conn = libvirt.open(source_uri)
     try:
@@ -128,6 +143,8 @@ def main() -> None:
                     with Host(host.uri) as other:
                         other.remove_everywhere(domain)
         log = box.boot(box.guest_spec(domain, dirty_mib=16, dirty_rate_mib=4), host=box.hosts[0])
+        writes_before = api_writes(plane)
+        wall_started = time.monotonic()
         reactions: list[float] = []
         placed: list[float] = []
         raw: list[float] = []
@@ -148,6 +165,8 @@ def main() -> None:
                                               target_uri=box.hosts[there].uri))
                 here = there
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
+        writes = {k: v - writes_before.get(k, 0.0) for k, v in api_writes(plane).items()}
+        wall = time.monotonic() - wall_started
         beats = guest.heartbeats(log)
         health = (f"{len(beats)} heartbeats, {len({b.boot for b in beats})} boot(s), "
                   f"{'no corruption' if not guest.failures(log) else 'CORRUPTION'}")
@@ -168,6 +187,11 @@ def main() -> None:
     print(f"apply -> Placed / raw: {med(placed) / med(raw):.2f}x "
           f"(+{med(placed) - med(raw):.2f} s per migration)")
     print(f"guest: {health}")
+    print()
+    print(f"API writes during the run ({wall:.0f} s, {args.rounds} operator migrations, "
+          f"2 Hypervisors probed every {PROBE_SECONDS:.0f} s), from kube-apiserver's /metrics:")
+    for key, count in sorted(writes.items()):
+        print(f"  {key:<44}{count:>6.0f}")
 
 
 if __name__ == "__main__":
