@@ -33,6 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if here / "e2e" in parents:
             item.add_marker(pytest.mark.e2e)
+        if here / "artifacts" in parents:
+            item.add_marker(pytest.mark.artifacts)
 
 WATCHDOG_SECONDS = 150.0
 _TESTBED: list[str] = []

@@ -295,9 +295,7 @@ def operator(peering: str | None, kopf_args: tuple[str, ...]) -> None:
     VMMIGRATION_* variables (see README); a bad one stops it here.
     """
     settings = Settings.from_env()
-    name = settings.peering if peering is None else peering
-    command = [sys.executable, "-m", "kopf", "run", "-m", "vmmigration.k8s.handlers",
-               "--all-namespaces", *(["--peering", name] if name else ["--standalone"]), *kopf_args]
+    command = settings.kopf_command(python=sys.executable, peering=peering, extra=kopf_args)
     # Replace this process: signals (SIGTERM from the kubelet) then reach kopf directly.
     os.execv(sys.executable, command)
 

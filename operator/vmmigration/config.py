@@ -57,6 +57,12 @@ class Settings:
     # kopf pauses a replica that sees a peer of higher *or equal* priority, so
     # equal priorities would pause every replica. None: a random one per start.
     peering_priority: int | None = None
+    # Where /metrics (Prometheus) and kopf's /healthz (liveness and readiness)
+    # are served. Port 0 turns one off (several operators on one test machine).
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 8000
+    health_address: str = "0.0.0.0"
+    health_port: int = 8080
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,4 +122,19 @@ class Settings:
             peering=env.get("VMMIGRATION_PEERING", defaults.peering),
             peering_lifetime_seconds=int(number("VMMIGRATION_PEERING_LIFETIME_SECONDS",
                                                 defaults.peering_lifetime_seconds, 12, 3600)),
+            metrics_address=env.get("VMMIGRATION_METRICS_ADDRESS", defaults.metrics_address),
+            metrics_port=int(number("VMMIGRATION_METRICS_PORT", defaults.metrics_port, 0, 65535)),
+            health_address=env.get("VMMIGRATION_HEALTH_ADDRESS", defaults.health_address),
+            health_port=int(number("VMMIGRATION_HEALTH_PORT", defaults.health_port, 0, 65535)),
         )
+
+    def kopf_command(self, *, python: str, peering: str | None = None,
+                     extra: tuple[str, ...] = ()) -> list[str]:
+        """The ``kopf run`` command line of the operator with these settings."""
+        name = self.peering if peering is None else peering
+        command = [python, "-m", "kopf", "run", "-m", "vmmigration.k8s.handlers", "--all-namespaces"]
+        command += ["--peering", name] if name else ["--standalone"]
+        if self.health_port:
+            host = f"[{self.health_address}]" if ":" in self.health_address else self.health_address
+            command.append(f"--liveness=http://{host}:{self.health_port}/healthz")
+        return command + list(extra)

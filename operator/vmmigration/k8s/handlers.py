@@ -19,6 +19,8 @@ from vmmigration.config import Settings
 from vmmigration.desired import SpecError, parse_hypervisor
 from vmmigration.k8s.kube import GROUP, VERSION, KubeClient
 from vmmigration.k8s.runtime import Runtime
+from vmmigration.metrics import Metrics
+from vmmigration.metrics import serve as serve_metrics
 
 # Read once at import: kopf needs the timer interval when it registers the handler,
 # and a bad variable should stop the operator before it touches anything.
@@ -90,7 +92,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmmigration"))
     logging.getLogger("kopf.objects").addFilter(_QuietProbes())
-    memo["runtime"] = Runtime(settings=SETTINGS, kube=KubeClient(), post_event=_post_event)
+    exported = Metrics()  # the default registry: process and platform metrics come along
+    if SETTINGS.metrics_port:
+        serve_metrics(address=SETTINGS.metrics_address, port=SETTINGS.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", SETTINGS.metrics_address, SETTINGS.metrics_port)
+    memo["runtime"] = Runtime(settings=SETTINGS, kube=KubeClient(), post_event=_post_event,
+                              metrics=exported)
     log.info("vmmigration operator: %d migrations at once, probes every %.1f s",
              SETTINGS.max_concurrent_migrations, SETTINGS.probe_interval_seconds)
 

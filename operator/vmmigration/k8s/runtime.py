@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from vmmigration import metrics as _metrics
 from vmmigration import reconcile, status
 from vmmigration.config import Settings
 from vmmigration.desired import Desired, HypervisorSpec, Phase, SpecError, parse_vmmigration
@@ -35,6 +36,7 @@ from vmmigration.virt.engine import (
     Engine,
     MigrationCancelled,
     MigrationError,
+    MigrationTimedOut,
     NoJobToAdopt,
     PrecheckFailed,
     Update,
@@ -93,8 +95,11 @@ def _memory(previous: Mapping[str, Any]) -> Memory:
 class Runtime:
     def __init__(self, *, settings: Settings, kube: Kube, post_event: EventPoster,
                  engine: Engine | None = None, clock: Callable[[], float] = time.time,
-                 prober: Callable[[str], HostReport] = inventory.probe) -> None:
+                 prober: Callable[[str], HostReport] = inventory.probe,
+                 metrics: _metrics.Metrics | None = None) -> None:
         self.settings = settings
+        # A registry of its own unless given one: two runtimes in one test must not clash.
+        self.metrics = metrics or _metrics.Metrics.isolated()
         self.prober = prober
         self.kube = kube
         self.post_event = post_event
@@ -122,6 +127,7 @@ class Runtime:
             self.wake_all()
 
     def hypervisor_gone(self, name: str) -> None:
+        self.metrics.hypervisor_gone(name)
         if self.hypervisors.pop(name, None) is not None:
             self.wake_all()
 
@@ -136,6 +142,7 @@ class Runtime:
         gone = self.claims.pop(key, None)
         self._statuses.pop(key, None)
         self._avoid.pop(key, None)
+        self.metrics.forget(key)
         if gone is not None:
             # A younger VMMigration blocked by this one may proceed now.
             self.wake_domain(gone.domain)
@@ -187,6 +194,7 @@ class Runtime:
         current = self.hypervisors.get(name)
         if current is None:
             return report
+        self.metrics.probed(name, report)
         self.hypervisors[name] = dataclasses.replace(current, report=report)
         before = {d.name: d for d in view.report.domains} if view.report else {}
         after = {d.name: d for d in report.domains}
@@ -215,6 +223,7 @@ class Runtime:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    self.metrics.reconcile_errors.inc()
                     log.exception("reconciling %s failed; retrying", key)
                     idle = False
                 timeout = None if idle else self.settings.resync_interval_seconds
@@ -284,6 +293,8 @@ class Runtime:
             case reconcile.Idle():
                 return True
             case reconcile.Placed(current=current):
+                self.metrics.set_drift(key, drifted=False)
+                self.metrics.set_failed(key, failed=False)
                 await self._set(key, body, phase=Phase.PLACED, wanted={
                     "Ready": (True, "Placed", f"domain {desired.domain} runs on {current}")},
                     fields={"currentHypervisor": current, "targetHypervisor": current,
@@ -309,6 +320,8 @@ class Runtime:
                         wanted[kept] = (True, old.get("reason", ""), old.get("message", ""))
                 await self._set(key, body, phase=phase or Phase.PENDING, wanted=wanted)
             case reconcile.Abort(current=current):
+                self.metrics.set_queued(key, queued=False)
+                self.metrics.set_failed(key, failed=False)
                 await self._set(key, body, phase=Phase.ABORTED, wanted={
                     "Ready": (False, "Aborted", f"spec.abort is set; domain {desired.domain} "
                                                 f"stays on {current}")},
@@ -316,6 +329,7 @@ class Runtime:
                 return True
             case reconcile.ReportDrift(current=current, target=target):
                 message = f"domain {desired.domain} runs on {current}, not on {target}; driftAction is Report"
+                self.metrics.set_drift(key, drifted=True)
                 if not memory.drifted:
                     self.post_event(body, type="Warning", reason="DriftDetected", message=message)
                 await self._set(key, body, phase=Phase.PLACED, wanted={
@@ -349,14 +363,17 @@ class Runtime:
                     hypervisors=self.hypervisors,
                     cluster_limit=self.settings.max_concurrent_migrations)
         if why is not None:
+            self.metrics.set_queued(key, queued=True)
             await self._set(key, body, phase=Phase.PENDING, wanted={
                 "Queued": (True, "ConcurrencyLimit", why), "Ready": (False, "Queued", why)},
                 fields={"sourceHypervisor": source, "targetHypervisor": target})
             return
         # Claimed before the first await, so no other loop can take the same slot.
         self.in_flight[key] = InFlight(key=key, source=source, target=target)
+        self.metrics.set_queued(key, queued=False)
         try:
             if drift:
+                self.metrics.set_drift(key, drifted=True)
                 self.post_event(body, type="Warning", reason="DriftDetected",
                                 message=f"domain {desired.domain} runs on {source}, not on "
                                         f"{target}; moving it back")
@@ -379,6 +396,8 @@ class Runtime:
                                    message=str(refused), current=source, blocked=True)
                 return
             except Exception as error:  # credentials, a host gone: a failure to report and retry
+                if isinstance(error, VirtError):
+                    self.metrics.libvirt_error("check")
                 await self._failed(key, body, desired=desired, attempts=attempts - 1, source=source,
                                    target=target, reason="Credentials" if isinstance(
                                        error, CredentialsError) else "ValidationError",
@@ -428,6 +447,12 @@ class Runtime:
                      adopt: bool) -> None:
         running = _Running(cancel=threading.Event())
         self.running[key] = running
+        # A failed placement stays flagged through its retries, until it is placed.
+        self.metrics.started(key)
+
+        def mode() -> str:
+            latest = running.latest
+            return latest.mode.value if latest is not None else desired.mode.value
 
         def on_update(update: Update) -> None:
             running.latest = update  # from the engine's thread; read by the loop below
@@ -457,6 +482,8 @@ class Runtime:
                     log.info("%s: abort requested; cancelling the migration of %s", key, desired.domain)
                     running.cancel.set()
                 latest = running.latest
+                if latest is not None:
+                    self.metrics.sample(key, latest.progress, percent=latest.percent)
                 if (latest is not None and latest is not written
                         and self.clock() - last_write >= self.settings.progress_interval_seconds):
                     written, last_write = latest, self.clock()
@@ -474,6 +501,7 @@ class Runtime:
                                current=source, blocked=True)
             return
         except MigrationCancelled as cancelled:
+            self.metrics.ended(key, mode=mode(), result=_metrics.ABORTED)
             self.post_event(body, type="Warning", reason="MigrationAborted", message=str(cancelled))
             current = source if cancelled.location is Location.SOURCE else target
             await self._set(key, body, phase=Phase.ABORTED, wanted={
@@ -485,18 +513,24 @@ class Runtime:
             await self._reprobe(source, target)
             return
         except MigrationError as failed:
+            if not isinstance(failed, MigrationTimedOut):
+                self.metrics.libvirt_error("adopt" if adopt else "migrate")
+            self.metrics.ended(key, mode=mode(), result=_metrics.FAILED)
             current = target if failed.location is Location.TARGET else source
             await self._failed(key, body, desired=desired, attempts=attempts, source=source,
                                target=target, reason=failed.reason, message=str(failed),
                                current=current)
             return
         except VirtError as error:
+            self.metrics.libvirt_error("adopt" if adopt else "migrate")
+            self.metrics.ended(key, mode=mode(), result=_metrics.FAILED)
             await self._failed(key, body, desired=desired, attempts=attempts, source=source,
                                target=target, reason="LibvirtError", message=str(error),
                                current=source)
             return
         finally:
             self.running.pop(key, None)
+            self.metrics.left(key)
         await self._succeeded(key, body, desired=desired, result=result, source=source,
                               target=target)
 
@@ -516,6 +550,11 @@ class Runtime:
 
     async def _succeeded(self, key: str, body: Any, *, desired: Desired, result: MigrationResult,
                          source: str, target: str) -> None:
+        self.metrics.ended(key, mode=result.mode.value, result=_metrics.SUCCEEDED,
+                           duration_seconds=result.duration_seconds,
+                           downtime_ms=result.downtime_ms,
+                           transferred_bytes=result.bytes_transferred)
+        self.metrics.set_drift(key, drifted=False)
         await self._reprobe(source, target)
         now = self.clock()
         downtime = f", downtime {result.downtime_ms} ms" if result.downtime_ms is not None else ""
@@ -535,6 +574,7 @@ class Runtime:
     async def _failed(self, key: str, body: Any, *, desired: Desired, attempts: int, source: str,
                       target: str, reason: str, message: str, current: str,
                       blocked: bool = False) -> None:
+        self.metrics.set_failed(key, failed=True)
         now = self.clock()
         delay = reconcile.backoff_seconds(failures=max(1, attempts),
                                           base=self.settings.retry_base_seconds,

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from vmmigration.config import Settings
+
 # The line the startup handler logs once the operator is configured.
 READY_MARK = "vmmigration operator:"
 
@@ -34,12 +36,9 @@ class OperatorProcess:
         return self.log_dir / f"operator-{self.starts}.log"
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "kopf", "run", "-m", "vmmigration.k8s.handlers",
-                   "--all-namespaces"]
-        command += ["--peering", self.peering] if self.peering else ["--standalone"]
-        if self.verbose:
-            command.append("--verbose")
-        return command
+        settings = Settings.from_env({**os.environ, **self.env})
+        return settings.kopf_command(python=sys.executable, peering=self.peering,
+                                     extra=("--verbose",) if self.verbose else ())
 
     def start(self, *, timeout_seconds: float = 60.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,136 @@
+"""What the operator exports, read back through a registry of the test's own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from vmmigration.metrics import ABORTED, FAILED, SUCCEEDED, Metrics
+from vmmigration.model import HostReport, JobProgress
+
+from .test_runtime import KEY, body, run, runtime_with
+
+
+def value(metrics: Metrics, metric: str, /, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(metric, labels)
+
+
+def fresh() -> Metrics:
+    return Metrics(registry=CollectorRegistry())
+
+
+def test_a_succeeded_migration_is_counted_by_mode_and_its_duration_and_downtime_observed() -> None:
+    metrics = fresh()
+    metrics.started(KEY)
+    assert value(metrics, "vmmigration_migrations_in_progress") == 1
+    metrics.ended(KEY, mode="Live", result=SUCCEEDED, duration_seconds=3.0, downtime_ms=40,
+                  transferred_bytes=5000)
+    assert value(metrics, "vmmigration_migrations_total", mode="Live", result="succeeded") == 1
+    assert value(metrics, "vmmigration_migration_duration_seconds_count", mode="Live") == 1
+    assert value(metrics, "vmmigration_migration_duration_seconds_sum", mode="Live") == 3.0
+    # 40 ms lands in the 0.05 s bucket and not in the 0.025 s one: seconds, not milliseconds.
+    assert value(metrics, "vmmigration_migration_downtime_seconds_bucket", mode="Live", le="0.05") == 1
+    assert value(metrics, "vmmigration_migration_downtime_seconds_bucket", mode="Live", le="0.025") == 0
+    assert value(metrics, "vmmigration_migration_transferred_bytes_total") == 5000
+    assert value(metrics, "vmmigration_migrations_in_progress") == 0
+
+
+def test_failed_and_aborted_attempts_are_counted_but_not_timed() -> None:
+    metrics = fresh()
+    metrics.ended(KEY, mode="NonLive", result=FAILED, duration_seconds=9.0)
+    metrics.ended(KEY, mode="Live", result=ABORTED)
+    assert value(metrics, "vmmigration_migrations_total", mode="NonLive", result="failed") == 1
+    assert value(metrics, "vmmigration_migrations_total", mode="Live", result="aborted") == 1
+    assert value(metrics, "vmmigration_migration_duration_seconds_count", mode="NonLive") is None
+
+
+def test_a_failed_placement_stays_flagged_through_its_retries_until_it_succeeds() -> None:
+    metrics = fresh()
+    metrics.ended(KEY, mode="Live", result=FAILED)
+    assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") == 1
+    metrics.started(KEY)  # the retry: still failing as far as an SRE is concerned
+    assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") == 1
+    metrics.ended(KEY, mode="Live", result=SUCCEEDED, duration_seconds=2.0)
+    assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") is None
+
+
+def test_in_flight_series_exist_only_while_the_migration_runs() -> None:
+    metrics = fresh()
+    metrics.started(KEY)
+    metrics.sample(KEY, JobProgress(elapsed_seconds=1.0, memory_remaining=300,
+                                    dirty_rate_bytes_per_s=70, transfer_rate_bytes_per_s=90,
+                                    iteration=3), percent=42.0)
+    assert value(metrics, "vmmigration_migration_progress_ratio", namespace="default", name="web") == 0.42
+    assert value(metrics, "vmmigration_migration_memory_remaining_bytes",
+                 namespace="default", name="web") == 300
+    assert value(metrics, "vmmigration_migration_dirty_rate_bytes_per_second",
+                 namespace="default", name="web") == 70
+    assert value(metrics, "vmmigration_migration_iteration", namespace="default", name="web") == 3
+    metrics.ended(KEY, mode="Live", result=SUCCEEDED, duration_seconds=1.0)
+    for metric in ("vmmigration_migration_progress_ratio", "vmmigration_migration_memory_remaining_bytes",
+                 "vmmigration_migration_dirty_rate_bytes_per_second",
+                 "vmmigration_migration_transfer_rate_bytes_per_second", "vmmigration_migration_iteration"):
+        assert value(metrics, metric, namespace="default", name="web") is None, metric
+
+
+def test_queued_counts_each_waiting_resource_once() -> None:
+    metrics = fresh()
+    metrics.set_queued("a/x", queued=True)
+    metrics.set_queued("a/x", queued=True)
+    metrics.set_queued("a/y", queued=True)
+    assert value(metrics, "vmmigration_migrations_queued") == 2
+    metrics.started("a/x")  # a queued resource that starts is no longer queued
+    assert value(metrics, "vmmigration_migrations_queued") == 1
+
+
+def test_a_deleted_resource_leaves_no_series_behind() -> None:
+    metrics = fresh()
+    metrics.set_drift(KEY, drifted=True)
+    metrics.set_failed(KEY, failed=True)
+    metrics.set_queued(KEY, queued=True)
+    metrics.started(KEY)
+    metrics.sample(KEY, None, percent=10.0)
+    metrics.forget(KEY)
+    exported = [s for family in metrics.registry.collect() for s in family.samples
+                if s.labels.get("name") == "web"]
+    assert exported == []
+    assert value(metrics, "vmmigration_migrations_queued") == 0
+    assert value(metrics, "vmmigration_migrations_in_progress") == 0
+
+
+def test_an_unreachable_hypervisor_is_down_counts_a_probe_error_and_drops_its_free_memory() -> None:
+    metrics = fresh()
+    metrics.probed("kvm-a", HostReport(reachable=True, probed_at=0.0, memory_free_bytes=2**30))
+    assert value(metrics, "vmmigration_hypervisor_up", hypervisor="kvm-a") == 1
+    assert value(metrics, "vmmigration_hypervisor_memory_free_bytes", hypervisor="kvm-a") == 2**30
+    metrics.probed("kvm-a", HostReport(reachable=False, probed_at=1.0, error="refused"))
+    assert value(metrics, "vmmigration_hypervisor_up", hypervisor="kvm-a") == 0
+    assert value(metrics, "vmmigration_hypervisor_memory_free_bytes", hypervisor="kvm-a") is None
+    assert value(metrics, "vmmigration_libvirt_errors_total", operation="probe") == 1
+    metrics.hypervisor_gone("kvm-a")
+    assert value(metrics, "vmmigration_hypervisor_up", hypervisor="kvm-a") is None
+
+
+def test_error_counters_exist_at_zero_before_the_first_error() -> None:
+    metrics = fresh()
+    for operation in ("probe", "check", "migrate", "adopt"):
+        assert value(metrics, "vmmigration_libvirt_errors_total", operation=operation) == 0
+    assert value(metrics, "vmmigration_reconcile_errors_total") == 0
+
+
+def test_the_runtime_counts_a_migration_it_drove_and_clears_drift_once_placed() -> None:
+    runtime, _, _ = runtime_with({"kvm-a": ["web-01"], "kvm-b": []})
+    run(runtime, body())
+    metrics = runtime.metrics
+    assert value(metrics, "vmmigration_migrations_total", mode="Live", result="succeeded") == 1
+    assert value(metrics, "vmmigration_migration_downtime_seconds_sum", mode="Live") == 0.04
+    assert value(metrics, "vmmigration_hypervisor_up", hypervisor="kvm-b") == 1
+    assert value(metrics, "vmmigration_migrations_in_progress") == 0
+    assert value(metrics, "vmmigration_placement_drift", namespace="default", name="web") is None
+
+
+def test_the_runtime_flags_a_refused_pre_check_as_failed_without_counting_a_migration() -> None:
+    runtime, _, _ = runtime_with({"kvm-a": ["web-01"], "kvm-b": []}, refuse="InsufficientMemory")
+    run(runtime, body())
+    metrics = runtime.metrics
+    assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") == 1
+    assert value(metrics, "vmmigration_migrations_total", mode="Live", result="failed") is None
