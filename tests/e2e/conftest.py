@@ -27,8 +27,22 @@ REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "vmmigration-system"
 T = TypeVar("T")
 
+def _free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+ADDRESS = "127.0.13.1"  # the control plane, the operator's endpoints and Prometheus
+METRICS_PORT = _free_port(ADDRESS)
+HEALTH_PORT = _free_port(ADDRESS)
+
 # The operator's pace in tests: quick probes and retries, two migrations at once.
 OPERATOR_ENV = {
+    "VMMIGRATION_METRICS_ADDRESS": ADDRESS,
+    "VMMIGRATION_METRICS_PORT": str(METRICS_PORT),
+    "VMMIGRATION_HEALTH_ADDRESS": ADDRESS,
+    "VMMIGRATION_HEALTH_PORT": str(HEALTH_PORT),
     "VMMIGRATION_PROBE_INTERVAL_SECONDS": "1",
     "VMMIGRATION_RESYNC_INTERVAL_SECONDS": "2",
     "VMMIGRATION_PROGRESS_INTERVAL_SECONDS": "0.5",
@@ -57,12 +71,6 @@ def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 class Kubectl:
@@ -122,8 +130,7 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     root = Settings.from_env().test_sandbox_dir / "controlplane"
-    address = "127.0.13.1"
-    plane = ControlPlane(root=root, address=address, port=_free_port(address), bin_dir=binaries())
+    plane = ControlPlane(root=root, address=ADDRESS, port=_free_port(ADDRESS), bin_dir=binaries())
     plane.up()
     try:
         for manifest in ("crds/", "deploy/rbac.yaml"):

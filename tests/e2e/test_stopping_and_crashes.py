@@ -139,7 +139,9 @@ def test_a_second_replica_pauses_and_only_the_first_acts(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
     standby = Operator(kubeconfig=operator.kubeconfig, log_dir=operator.log_dir / "standby",
-                       env={**operator.env, "VMMIGRATION_PEERING_PRIORITY": "10"})
+                       env={**operator.env, "VMMIGRATION_PEERING_PRIORITY": "10",
+                            # the active replica holds the endpoints' ports
+                            "VMMIGRATION_METRICS_PORT": "0", "VMMIGRATION_HEALTH_PORT": "0"})
     standby.start()
     try:
         # kopf starts every watch paused and resumes only when no peer outranks it.

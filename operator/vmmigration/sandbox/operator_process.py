@@ -35,16 +35,21 @@ class OperatorProcess:
     def log(self) -> Path:
         return self.log_dir / f"operator-{self.starts}.log"
 
+    def _defaults(self) -> dict[str, str]:
+        # Several operators share one test machine: no endpoint unless asked
+        # for (and then on loopback), and credentials beside the logs.
+        return {"VMMIGRATION_CREDENTIALS_DIR": str(self.log_dir / "credentials"),
+                "VMMIGRATION_METRICS_PORT": "0", "VMMIGRATION_HEALTH_PORT": "0"}
+
     def command(self) -> list[str]:
-        settings = Settings.from_env({**os.environ, **self.env})
+        settings = Settings.from_env({**os.environ, **self._defaults(), **self.env})
         return settings.kopf_command(python=sys.executable, peering=self.peering,
                                      extra=("--verbose",) if self.verbose else ())
 
     def start(self, *, timeout_seconds: float = 60.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        env = {**os.environ, "VMMIGRATION_CREDENTIALS_DIR": str(self.log_dir / "credentials"),
-               **self.env, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, **self._defaults(), **self.env, "KUBECONFIG": str(self.kubeconfig)}
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
                                             env=env)
