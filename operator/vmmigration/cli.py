@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -20,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vmmigration.config import Settings
+from vmmigration.trace import Trace
 from vmmigration.model import (
     EffectiveMode,
     MigrationRequest,
@@ -30,6 +32,7 @@ from vmmigration.model import (
     Storage,
 )
 
+EXIT_USAGE = 2
 EXIT_PRECHECK = 3
 EXIT_MIGRATION = 4
 EXIT_ABORTED = 5
@@ -138,11 +141,16 @@ def cli(verbose: bool) -> None:
               help="Take over a migration job of DOMAIN that is already running (after a crash) "
                    "instead of starting one; the policy options apply to it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, without a progress bar.")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the migration's samples as JSON (for `vmmigration report`).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save a PNG of memory remaining and dirty rate over time, switch-over marked.")
 def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
             progress_timeout: float, completion_timeout_per_gib: float, hard_timeout: float,
             bandwidth: int, max_downtime: int, auto_converge: bool, compressed: bool,
             parallel: int, p2p: bool, storage: str, persist: bool, undefine_source: bool,
-            allow_unsafe: bool, adopt: bool, as_json: bool) -> None:
+            allow_unsafe: bool, adopt: bool, as_json: bool, record: Path | None,
+            plot: Path | None) -> None:
     """Migrate DOMAIN from one libvirt host to another, showing live progress.
 
     Ctrl-C aborts the migration; the VM keeps running on the source.
@@ -185,9 +193,26 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
     signal.signal(signal.SIGINT, interrupted)
     engine = Engine(poll_interval_seconds=Settings.from_env().poll_interval_seconds)
     run = engine.adopt if adopt else engine.migrate
+    trace = Trace(domain=domain)
+    began = time.monotonic()
+
+    def keep(update: Any) -> None:
+        trace.record(seconds=time.monotonic() - began, mode=update.mode, progress=update.progress,
+                     note=update.note)
+
+    def saved() -> None:
+        if record is not None:
+            trace.save(record)
+        if plot is not None and trace.samples:
+            from vmmigration.plot import PlotUnavailable, render
+            try:
+                render(trace, plot)
+            except PlotUnavailable as error:
+                click.echo(f"warning: {error}", err=True)
+
     try:
         if as_json:
-            result = run(request, cancel=cancel)
+            result = run(request, on_update=keep, cancel=cancel)
         else:
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -203,6 +228,7 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
                     from vmmigration.virt.engine import Update
 
                     assert isinstance(update, Update)
+                    keep(update)
                     fields: dict[str, Any] = {"eta": update.eta_seconds}
                     p = update.progress
                     if p is not None:
@@ -216,15 +242,22 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
 
                 result = run(request, on_update=show, cancel=cancel)
     except PrecheckFailed as error:
+        saved()
         _fail(as_json, "PrecheckFailed", [f"{f.reason}: {f.message}" for f in error.findings],
               code=EXIT_PRECHECK)
     except NoJobToAdopt as error:
         _fail(as_json, "NoJobToAdopt", [str(error)], code=EXIT_PRECHECK)
     except MigrationCancelled as error:
+        trace.fail("aborted", seconds=time.monotonic() - began)
+        saved()
         _fail(as_json, error.reason, [str(error)], code=EXIT_ABORTED)
     except MigrationError as error:
+        trace.fail(error.reason, seconds=time.monotonic() - began)
+        saved()
         _fail(as_json, error.reason, [str(error)], code=EXIT_MIGRATION)
 
+    trace.finish(result, seconds=time.monotonic() - began)
+    saved()
     summary = {
         "domain": result.domain,
         "mode": result.mode.value,
@@ -254,6 +287,41 @@ def _fail(as_json: bool, reason: str, lines: list[str], *, code: int) -> None:
         for line in lines:
             click.echo(f"error: {line}", err=True)
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to save the plot (default: the recording's name with .png).")
+def report(recording: Path, png: Path | None) -> None:
+    """Summarise a migration saved with `migrate --record`, and plot it as a PNG."""
+    from vmmigration.plot import PlotUnavailable, render
+
+    try:
+        trace = Trace.from_json(recording.read_text())
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="RECORDING") from None
+    table = Table(title=f"{trace.domain}: {trace.outcome}", show_header=False)
+    table.add_row("mode", trace.mode or "-")
+    table.add_row("duration", "-" if trace.duration_seconds is None else f"{trace.duration_seconds:.2f} s")
+    table.add_row("downtime", "unknown" if trace.downtime_ms is None else f"{trace.downtime_ms} ms")
+    table.add_row("samples", str(len(trace.samples)))
+    if trace.samples:
+        table.add_row("passes", str(max(s.iteration for s in trace.samples)))
+        table.add_row("peak dirty rate", _mib(max(s.dirty_rate_bytes_per_s for s in trace.samples)) + "/s")
+    switch = trace.switch_over()
+    table.add_row("switch-over", "-" if switch is None else f"at {switch:.2f} s")
+    for moment in trace.moments:
+        if not moment.what.startswith("switch"):
+            table.add_row(f"at {moment.seconds:.2f} s", moment.what)
+    console.print(table)
+    out = png or recording.with_suffix(".png")
+    try:
+        render(trace, out)
+    except (PlotUnavailable, ValueError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(f"plot saved to {out}")
 
 
 @cli.command()

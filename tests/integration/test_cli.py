@@ -54,3 +54,33 @@ def test_ctrl_c_aborts_the_migration_and_the_vm_keeps_running_on_the_source(
     assert source.summary(name).state is PowerState.RUNNING
     assert target.find(name) is None
     vm.assert_kept_running(after=at_abort)
+
+
+def test_a_recorded_hybrid_migration_is_plotted_with_its_switch_over_marked(
+    boot, name: str, source_host: Daemon, target_host: Daemon, target: Host, tmp_path  # type: ignore[no-untyped-def]
+) -> None:
+    from vmmigration.trace import Trace
+
+    vm = boot(name, dirty_mib=32, dirty_rate_mib=32)
+    recording, png = tmp_path / "move.json", tmp_path / "move.png"
+    done = subprocess.run(
+        cli("migrate", name, "--from", source_host.uri, "--to", target_host.uri, "--bandwidth", "8",
+            "--on-timeout", "suspend", "--progress-timeout", "3", "--record", str(recording),
+            "--plot", str(png)),
+        capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr
+    trace = Trace.from_json(recording.read_text())
+    assert trace.outcome == "succeeded" and trace.mode == "LiveSuspended"
+    assert len(trace.samples) >= 5 and max(s.dirty_rate_bytes_per_s for s in trace.samples) > 0
+    switch = trace.switch_over()
+    assert switch is not None and 0 < switch < trace.samples[-1].seconds + 5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    again = tmp_path / "again.png"
+    shown = subprocess.run(cli("report", str(recording), "--png", str(again)),
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "LiveSuspended" in shown.stdout and "switch-over" in shown.stdout
+    assert again.read_bytes()[:4] == b"\x89PNG"
+    assert target.summary(name).state is PowerState.RUNNING
+    vm.assert_kept_running(after=vm.count())
