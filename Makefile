@@ -1,9 +1,12 @@
 # The two commands in README.md. Each installs what it needs first.
-.PHONY: demo test bench lint
+.PHONY: demo demo-down test bench lint
 
 demo:
 	scripts/bootstrap
 	scripts/demo
+
+demo-down:
+	.venv/bin/vmmigration demo down
 
 test:
 	scripts/bootstrap

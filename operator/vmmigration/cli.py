@@ -37,7 +37,8 @@ EXIT_PRECHECK = 3
 EXIT_MIGRATION = 4
 EXIT_ABORTED = 5
 
-console = Console(stderr=False)
+# Piped into a file or CI log, rich would assume 80 columns and squeeze the tables.
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _mib(value: float) -> str:
@@ -494,6 +495,31 @@ def cluster_down(plane: object) -> None:
 @click.pass_obj
 def cluster_status(plane: object) -> None:
     click.echo(json.dumps(plane.status(), indent=2))  # type: ignore[attr-defined]
+
+
+@cli.group()
+def demo() -> None:
+    """The embedded demo: hosts, cluster, chart, operator, Prometheus, two migrations."""
+
+
+@demo.command(name="up")
+@click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="The vmmigration checkout (chart, examples, alert rules).")
+@click.option("--helm", "helm_binary", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="The helm binary (scripts/build-helm prints its directory).")
+def demo_up(repo: Path, helm_binary: Path) -> None:
+    """Start everything, apply the live and hybrid examples, watch them, and summarise."""
+    from vmmigration.sandbox.demo import Demo, Paths
+
+    Demo(settings=Settings.from_env(), console=console).up(Paths(repo=repo.resolve(), helm=helm_binary))
+
+
+@demo.command(name="down")
+def demo_down() -> None:
+    """Stop the operator, Prometheus, the control plane and the hosts the demo started."""
+    from vmmigration.sandbox.demo import Demo
+
+    Demo(settings=Settings.from_env(), console=console).down()
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from .conftest import (
     wait_until,
 )
 
-# Dirtying 48 MiB at 48 MiB/s over a 1 MiB/s link, with 2 s to show progress:
-# a live migration that times out and fails, again on every retry.
-DOOMED = {"mode": "Live", "policy": {"bandwidthMiBPerSecond": 1, "progressTimeoutSeconds": 2,
+# A 2 MiB/s link and a budget of 1 s per GiB: the live migration of a 128 MiB
+# guest times out within a second and fails, again on every retry.
+DOOMED = {"mode": "Live", "policy": {"bandwidthMiBPerSecond": 2, "completionTimeoutSecondsPerGiB": 1,
                                      "onTimeout": "Abort"}}
 
 

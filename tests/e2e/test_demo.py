@@ -1,0 +1,42 @@
+"""`make demo`'s run command, end to end: what a newcomer sees on a fresh machine.
+
+It runs scripts/demo (everything but the installs, which the test suite's own
+bootstrap has done) in a sandbox directory of its own, then tears it down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def test_the_demo_moves_both_example_vms_under_the_operator_and_tells_the_user_where_to_look(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "VMMIGRATION_SANDBOX_DIR": str(tmp_path / "demo-sandbox")}
+    vmmigration = [sys.executable, "-m", "vmmigration.cli"]
+    try:
+        shown = subprocess.run([str(REPO / "scripts" / "demo")], cwd=REPO, env=env, capture_output=True,
+                               text=True, timeout=600)
+        assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+        out = shown.stdout
+        for step in ("two libvirt hosts", "helm install vmmigration", "the operator, under the chart's",
+                     "Prometheus on http://127.0.10.1:9090", "kubectl apply examples/live.yaml"):
+            assert step in out, step
+        happened = out[out.index("What happened"):]
+        rows = {m.group(1): m.group(0) for m in re.finditer(r"│ (demo-\w+) .*", happened)}
+        assert set(rows) == {"demo-web", "demo-hot"}, happened
+        assert all("Placed" in row and "kvm-b" in row for row in rows.values()), happened
+        assert "LiveSuspended" in rows["demo-hot"] and "Live " in rows["demo-web"]
+        assert happened.count("1 boot, no corruption") == 2, happened
+        assert "Live/succeeded: 1" in out and "LiveSuspended/succeeded: 1" in out
+        assert "export KUBECONFIG=" in out and "/metrics" in out and "make demo-down" in out
+    finally:
+        down = subprocess.run([*vmmigration, "demo", "down"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert "kube-apiserver" in down.stdout and "libvirtd" in down.stdout
