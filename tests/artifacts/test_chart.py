@@ -101,6 +101,9 @@ def test_the_operator_pod_is_restricted_and_probed_on_kopfs_health_endpoint(helm
     assert env["VMMIGRATION_PEERING"]["value"] == "vmmigration"
     assert env["VMMIGRATION_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert deployment["spec"]["replicas"] == 2
+    budget = find(objects(template(helm)), "PodDisruptionBudget")[0]
+    assert budget["spec"]["minAvailable"] == 1
+    assert not find(objects(template(helm, "--set", "replicaCount=1")), "PodDisruptionBudget")
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", env["VMMIGRATION_CREDENTIALS_DIR"]["value"]} <= mounts
 

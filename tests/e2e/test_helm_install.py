@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vmmigration.config import Settings
 from vmmigration.sandbox.controlplane import ControlPlane, binaries
@@ -38,6 +39,14 @@ def helm() -> str:
 
 
 @pytest.fixture(scope="module")
+def monitoring_crds() -> Path:
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (scripts/fetch-monitoring-crds)."""
+    out = subprocess.run([str(REPO / "scripts" / "fetch-monitoring-crds")], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    return Path(out)
+
+
+@pytest.fixture(scope="module")
 def chart_cluster(sandbox: Sandbox) -> Iterator[ControlPlane]:
     plane = ControlPlane(root=Settings.from_env().test_sandbox_dir / "chart-controlplane",
                          address=ADDRESS, port=_free_port(ADDRESS), bin_dir=binaries())
@@ -56,13 +65,19 @@ def helm_run(helm: str, plane: ControlPlane, *args: str) -> subprocess.Completed
 
 
 def test_helm_install_then_the_operator_under_the_charts_rbac_moves_a_vm(
-        helm: str, chart_cluster: ControlPlane, sandbox: Sandbox, boot: Callable[..., GuestWatch],
-        name: str, tmp_path: Path) -> None:
+        helm: str, chart_cluster: ControlPlane, monitoring_crds: Path, sandbox: Sandbox,
+        boot: Callable[..., GuestWatch], name: str, tmp_path: Path) -> None:
     kubectl = Kubectl(chart_cluster)
     a, b = sandbox.hosts[0], sandbox.hosts[1]
+    # A cluster with the Prometheus Operator's API, so the chart's ServiceMonitor and
+    # PrometheusRule are installed and checked against its schema for real.
+    kubectl("apply", "--server-side", "-f", str(monitoring_crds))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s",
+            "crd/prometheusrules.monitoring.coreos.com", "crd/servicemonitors.monitoring.coreos.com")
     installed = helm_run(
         helm, chart_cluster, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
-        "--create-namespace", "--set", "replicaCount=1",
+        "--create-namespace", "--set", "replicaCount=1", "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "dashboard.enabled=true",
         "--set", "hypervisors[0].name=kvm-a", "--set", f"hypervisors[0].uri={a.uri}",
         "--set", "hypervisors[1].name=kvm-b", "--set", f"hypervisors[1].uri={b.uri}")
     assert "STATUS: deployed" in installed.stdout
@@ -72,6 +87,13 @@ def test_helm_install_then_the_operator_under_the_charts_rbac_moves_a_vm(
     kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/vmmigrations.vmmigration.dev")
     assert {h["metadata"]["name"] for h in json.loads(kubectl("get", "hypervisors", "-o", "json").stdout)[
         "items"]} == {"kvm-a", "kvm-b"}
+    rule = kubectl.get("prometheusrule", RELEASE, NAMESPACE)
+    plain = yaml.safe_load((REPO / "deploy" / "prometheus" / "vmmigration-rules.yaml").read_text())
+    assert rule["spec"] == plain, "the installed PrometheusRule differs from the plain rules file"
+    monitor = kubectl.get("servicemonitor", RELEASE, NAMESPACE)
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    dashboard = kubectl.get("configmap", f"{RELEASE}-dashboard", NAMESPACE)
+    assert json.loads(dashboard["data"]["vmmigration.json"])["panels"]
 
     # There is no kubelet here, so run the container's command ourselves, with the
     # Deployment's own environment and the chart's ServiceAccount token.
