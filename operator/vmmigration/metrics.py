@@ -98,6 +98,13 @@ class Metrics:
         self.libvirt_errors = Counter(
             "vmmigration_libvirt_errors", "libvirt calls that failed, by operation.",
             ["operation"], registry=r)
+        self.status_patches = Counter(
+            "vmmigration_status_patches",
+            "Status patches the operator sent to the API server, by resource. It writes only "
+            "on change, so this tracks real changes (and progress at a bounded rate).",
+            ["resource"], registry=r)
+        for resource in ("vmmigrations", "hypervisors"):
+            self.status_patches.labels(resource=resource)
         self.reconcile_errors = Counter(
             "vmmigration_reconcile_errors",
             "Reconcile passes that raised an unexpected error and were retried.", registry=r)

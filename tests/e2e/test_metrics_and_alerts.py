@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -60,6 +61,8 @@ def test_a_real_scrape_passes_promtool_check_metrics_and_kopfs_health_endpoint_a
     # Every Hypervisor the operator probes is up, one series each.
     for host in ("kvm-a", "kvm-b", "kvm-c"):
         assert f'vmmigration_hypervisor_up{{hypervisor="{host}"}} 1.0' in text
+    patches = re.search(r'^vmmigration_status_patches_total\{resource="hypervisors"\} (\S+)$', text, re.MULTILINE)
+    assert patches and float(patches.group(1)) >= 3, "every Hypervisor's first probe writes its status"
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     with urllib.request.urlopen(f"http://{ADDRESS}:{HEALTH_PORT}/healthz", timeout=5) as answer:

@@ -128,6 +128,16 @@ def test_the_runtime_counts_a_migration_it_drove_and_clears_drift_once_placed() 
     assert value(metrics, "vmmigration_placement_drift", namespace="default", name="web") is None
 
 
+def test_the_runtime_counts_each_status_patch_and_none_for_a_decision_that_changes_nothing() -> None:
+    runtime, kube, _ = runtime_with({"kvm-a": [], "kvm-b": ["web-01"]})
+    resource = body()
+    run(runtime, resource)
+    run(runtime, resource)
+    assert len(kube.patches) == 1
+    assert value(runtime.metrics, "vmmigration_status_patches_total", resource="vmmigrations") == 1
+    assert value(runtime.metrics, "vmmigration_status_patches_total", resource="hypervisors") == 0
+
+
 def test_the_runtime_flags_a_refused_pre_check_as_failed_without_counting_a_migration() -> None:
     runtime, _, _ = runtime_with({"kvm-a": ["web-01"], "kvm-b": []}, refuse="InsufficientMemory")
     run(runtime, body())

@@ -129,7 +129,10 @@ async def probe_hypervisor(name: str, status: kopf.Status, meta: kopf.Meta, patc
     new = _status.hypervisor(previous=dict(status), report=report,
                              generation=int(meta.get("generation") or 0),
                              now=runtime.clock(), inbound=inbound, outbound=outbound)
-    patch.status.update(_status.merge_patch(dict(status), new))
+    changes = _status.merge_patch(dict(status), new)
+    if changes:  # kopf sends nothing for an empty patch
+        runtime.metrics.status_patches.labels(resource="hypervisors").inc()
+    patch.status.update(changes)
 
 
 # ---- VMMigration -----------------------------------------------------------------

@@ -244,6 +244,7 @@ class Runtime:
         namespace, name = key.split("/", 1)
         await asyncio.to_thread(self.kube.patch_vmmigration_status, namespace=namespace,
                                 name=name, patch=patch)
+        self.metrics.status_patches.labels(resource="vmmigrations").inc()
         self._statuses[key] = new
 
     async def _set(self, key: str, body: Any, *, phase: Phase,
