@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         if here / "artifacts" in parents:
             item.add_marker(pytest.mark.artifacts)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cached_tool(script: str) -> Path:
+    """Run one of scripts/ that builds or fetches a tool into the cache; its output directory."""
+    out = subprocess.run([str(REPO / "scripts" / script)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    return Path(out)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm that scripts/build-helm built (cached; instant after the first build)."""
+    return str(cached_tool("build-helm") / "helm")
+
 
 WATCHDOG_SECONDS = 150.0
 _TESTBED: list[str] = []

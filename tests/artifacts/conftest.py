@@ -4,12 +4,11 @@ checked with the real tools: helm, promtool and Lua."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import REPO as ROOT
+
 CHART = ROOT / "charts" / "vmmigration-operator"
 
 
@@ -20,14 +19,6 @@ def tool(name: str) -> str:
         # broken set-up, not a reason to skip.
         pytest.fail(f"{name} is not installed: run scripts/bootstrap")
     return path
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    """The helm that scripts/build-helm built (cached; instant after the first build)."""
-    out = subprocess.run([str(ROOT / "scripts" / "build-helm")], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    return str(Path(out) / "helm")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from vmmigration.sandbox.controlplane import ControlPlane, binaries
 from vmmigration.sandbox.operator_process import OperatorProcess
 from vmmigration.sandbox.testbed import Sandbox
 
-from ..conftest import GuestWatch
+from ..conftest import GuestWatch, cached_tool
 from .conftest import OPERATOR_ENV, REPO, Kubectl, _free_port, running_on, wait_until
 
 ADDRESS = "127.0.14.1"
@@ -32,18 +32,9 @@ CHART = REPO / "charts" / "vmmigration-operator"
 
 
 @pytest.fixture(scope="module")
-def helm() -> str:
-    out = subprocess.run([str(REPO / "scripts" / "build-helm")], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    return str(Path(out) / "helm")
-
-
-@pytest.fixture(scope="module")
 def monitoring_crds() -> Path:
     """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (scripts/fetch-monitoring-crds)."""
-    out = subprocess.run([str(REPO / "scripts" / "fetch-monitoring-crds")], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    return Path(out)
+    return cached_tool("fetch-monitoring-crds")
 
 
 @pytest.fixture(scope="module")

@@ -196,11 +196,10 @@ class Demo:
             self.console.print(f"alerts firing: {', '.join(firing) if firing else 'none'}")
 
     def _look_around(self, plane: ControlPlane) -> None:
-        bin_dir = binaries()
         self.console.print(f"""
 [bold]Look around[/] (the operator and Prometheus keep running):
   export KUBECONFIG={plane.admin_kubeconfig}
-  export PATH={bin_dir}:$PATH
+  export PATH={plane.bin_dir}:$PATH
   kubectl get hypervisors
   kubectl get vmm -o wide
   kubectl describe vmm demo-hot
