@@ -53,6 +53,10 @@ def helm() -> str:
     return str(cached_tool("build-helm") / "helm")
 
 
+# Where the test bed's hosts listen (127.0.<subnet>.2, .3, .4). Overridable so that
+# two checkouts can run their slow tiers side by side on one machine.
+TEST_SUBNET = int(os.environ.get("VMMIGRATION_TEST_SUBNET", "1"))
+
 WATCHDOG_SECONDS = 150.0
 _TESTBED: list[str] = []
 
@@ -65,7 +69,7 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
-    box = Sandbox(root=Settings.from_env().test_sandbox_dir, count=3, subnet=1)
+    box = Sandbox(root=Settings.from_env().test_sandbox_dir, count=3, subnet=TEST_SUBNET)
     box.up()
     _TESTBED.append(f"{len(box.hosts)} libvirt hosts {[h.uri for h in box.hosts]}, "
                     f"guests under {box.accelerator().upper()}")

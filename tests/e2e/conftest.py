@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from vmmigration.sandbox.operator_process import OperatorProcess
 from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host, VirtError
 
+from ..conftest import TEST_SUBNET
+
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "vmmigration-system"
 T = TypeVar("T")
@@ -33,7 +36,8 @@ def _free_port(address: str) -> int:
         return int(sock.getsockname()[1])
 
 
-ADDRESS = "127.0.13.1"  # the control plane, the operator's endpoints and Prometheus
+# The control plane, the operator's endpoints and Prometheus (overridable, like TEST_SUBNET).
+ADDRESS = os.environ.get("VMMIGRATION_TEST_ADDRESS", "127.0.13.1")
 METRICS_PORT = _free_port(ADDRESS)
 HEALTH_PORT = _free_port(ADDRESS)
 
@@ -154,7 +158,7 @@ def hypervisor_manifests(sandbox: Sandbox) -> str:
     text = (REPO / "examples" / "hypervisors.yaml").read_text()
     # The examples name the demo's hosts (127.0.0.x); the tests run beside it on 127.0.1.x.
     text = re.sub(r"qemu\+tcp://127\.0\.0\.(\d+)/system",
-                  lambda m: f"qemu+tcp://127.0.1.{m.group(1)}/system", text)
+                  lambda m: f"qemu+tcp://127.0.{TEST_SUBNET}.{m.group(1)}/system", text)
     third = sandbox.hosts[2]
     text += f"""
 ---

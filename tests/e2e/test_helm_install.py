@@ -10,6 +10,7 @@ operator's log, or as a migration that never happens.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from vmmigration.sandbox.testbed import Sandbox
 from ..conftest import GuestWatch, cached_tool
 from .conftest import OPERATOR_ENV, REPO, Kubectl, _free_port, running_on, wait_until
 
-ADDRESS = "127.0.14.1"
+ADDRESS = os.environ.get("VMMIGRATION_TEST_HELM_ADDRESS", "127.0.14.1")
 RELEASE = "vmmigration"
 NAMESPACE = "vmm-chart"
 CHART = REPO / "charts" / "vmmigration-operator"
