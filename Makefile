@@ -16,3 +16,4 @@ bench:
 	scripts/bootstrap
 	.venv/bin/python bench/migration_bench.py
 	.venv/bin/python bench/operator_bench.py
+	.venv/bin/python bench/scale_bench.py

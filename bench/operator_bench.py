@@ -118,12 +118,7 @@ def main() -> None:
     plane.up()
     operator = None
     try:
-        for manifest in ("crds/", "deploy/rbac.yaml"):
-            plane.kubectl("apply", "-f", str(REPO / manifest))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/vmmigrations.vmmigration.dev", "crd/hypervisors.vmmigration.dev",
-                      "crd/clusterkopfpeerings.kopf.dev")
-        plane.kubectl("apply", "-f", str(REPO / "deploy/peering.yaml"))
+        plane.install_operator_manifests(REPO)
         plane.kubectl("apply", "-f", "-", input=hypervisors(box))
         logs = CACHE / "bench-operator"
         operator = OperatorProcess(

@@ -36,6 +36,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         if here / "artifacts" in parents:
             item.add_marker(pytest.mark.artifacts)
+        if here / "faults" in parents:
+            item.add_marker(pytest.mark.faults)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,11 +118,14 @@ def watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     sandbox: Sandbox = request.getfixturevalue("sandbox")
+    # A test that runs many migrations in a row (the fault suite) sets its own budget.
+    marker = request.node.get_closest_marker("watchdog")
+    seconds = float(marker.kwargs["seconds"]) if marker else WATCHDOG_SECONDS
     done = threading.Event()
     fired: list[str] = []
 
     def guard() -> None:
-        if done.wait(WATCHDOG_SECONDS):
+        if done.wait(seconds):
             return
         for daemon in sandbox.hosts:
             with contextlib.suppress(VirtError), Host(daemon.uri) as host:

@@ -39,6 +39,9 @@ class Settings:
     max_concurrent_migrations: int = 4
     # How often each Hypervisor is probed: events alone miss what changes in libvirt.
     probe_interval_seconds: float = 10.0
+    # How long one probe may take before the host is reported unreachable: libvirt's
+    # client waits forever on a host that accepts connections but never answers.
+    probe_timeout_seconds: float = 20.0
     # How often each VMMigration is re-decided even when nothing woke it.
     resync_interval_seconds: float = 30.0
     # The least time between two progress writes of one migration (API load).
@@ -110,6 +113,8 @@ class Settings:
                                                  defaults.max_concurrent_migrations, 1, 1000)),
             probe_interval_seconds=number("VMMIGRATION_PROBE_INTERVAL_SECONDS",
                                           defaults.probe_interval_seconds, 0.5, 3600),
+            probe_timeout_seconds=number("VMMIGRATION_PROBE_TIMEOUT_SECONDS",
+                                         defaults.probe_timeout_seconds, 0.1, 600),
             resync_interval_seconds=number("VMMIGRATION_RESYNC_INTERVAL_SECONDS",
                                            defaults.resync_interval_seconds, 0.5, 3600),
             progress_interval_seconds=number("VMMIGRATION_PROGRESS_INTERVAL_SECONDS",

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from vmmigration.model import Mode, OnTimeout, Persistence, Policy, Storage
 
-DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# Used with fullmatch: with match, "$" also matches before a trailing newline,
+# so "web-01\n" passed as a domain name (found by tests/unit/test_fuzzed_specs.py).
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+# The CRD's character rules: no whitespace, quotes, ; ` $ | < > or backslash, so
+# a URI can never smuggle shell or XML even if it predates the schema.
+LIBVIRT_URI = re.compile(r"(qemu|test)(\+[a-z0-9]+)?://[^\s;`$'\"|<>\\]*")
+MIGRATION_ADDRESS = re.compile(r"[A-Za-z0-9.:\[\]-]+")
+# An offending value is quoted in the message, which ends up in a status
+# condition (at most 32768 characters) and in `kubectl describe`: keep it short.
+SHOWN_CHARACTERS = 80
 
 
 class SpecError(ValueError):
@@ -114,6 +124,17 @@ class HypervisorSpec:
         return dict(self.labels)
 
 
+def _shown(raw: Any) -> str:
+    text = repr(raw)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}… ({len(text)} characters)"
+
+
+def _where(field: str) -> str:
+    return f"spec.{field}" if field else "spec"
+
+
 def _enum(cls: type[enum.Enum], raw: Any, *, field: str, default: enum.Enum) -> Any:
     if raw is None:
         return default
@@ -121,22 +142,29 @@ def _enum(cls: type[enum.Enum], raw: Any, *, field: str, default: enum.Enum) -> 
         return cls(raw)
     except ValueError:
         allowed = ", ".join(str(m.value) for m in cls)
-        raise SpecError(f"spec.{field} must be one of {allowed}, not {raw!r}") from None
+        raise SpecError(f"spec.{field} must be one of {allowed}, not {_shown(raw)}") from None
 
 
 def _number(raw: Any, *, field: str, default: float) -> float:
     if raw is None:
         return default
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise SpecError(f"spec.{field} must be a number, not {raw!r}")
-    return float(raw)
+        raise SpecError(f"spec.{field} must be a number, not {_shown(raw)}")
+    try:
+        number = float(raw)
+    except OverflowError:  # an int beyond any float: a ValueError's cousin, not one
+        raise SpecError(f"spec.{field} is far too large: {_shown(raw)}") from None
+    # NaN compares false with everything, so a NaN timeout would silently never fire.
+    if not math.isfinite(number):
+        raise SpecError(f"spec.{field} must be a finite number, not {_shown(raw)}")
+    return number
 
 
 def _integer(raw: Any, *, field: str, default: int) -> int:
     if raw is None:
         return default
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise SpecError(f"spec.{field} must be an integer, not {raw!r}")
+        raise SpecError(f"spec.{field} must be an integer, not {_shown(raw)}")
     return raw
 
 
@@ -144,7 +172,7 @@ def _flag(raw: Any, *, field: str, default: bool) -> bool:
     if raw is None:
         return default
     if not isinstance(raw, bool):
-        raise SpecError(f"spec.{field} must be true or false, not {raw!r}")
+        raise SpecError(f"spec.{field} must be true or false, not {_shown(raw)}")
     return raw
 
 
@@ -152,7 +180,7 @@ def _name(raw: Any, *, field: str) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str) or not raw or len(raw) > 253:
-        raise SpecError(f"spec.{field} must name a Hypervisor, not {raw!r}")
+        raise SpecError(f"spec.{field} must name a Hypervisor, not {_shown(raw)}")
     return raw
 
 
@@ -160,7 +188,7 @@ def _mapping(raw: Any, *, field: str) -> Mapping[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise SpecError(f"spec.{field} must be an object, not {raw!r}")
+        raise SpecError(f"{_where(field)} must be an object, not {_shown(raw)}")
     return raw
 
 
@@ -169,23 +197,44 @@ def parse_selector(raw: Any) -> Selector:
     labels = _mapping(body.get("matchLabels"), field="targetSelector.matchLabels")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise SpecError("spec.targetSelector.matchLabels must map label names to strings")
+    raw_expressions = body.get("matchExpressions")
+    raw_expressions = [] if raw_expressions is None else raw_expressions
+    # Iterating a number raised TypeError, and a string or object was taken apart
+    # into characters or keys: only a list is a list of requirements.
+    if not isinstance(raw_expressions, list):
+        raise SpecError("spec.targetSelector.matchExpressions must be a list, "
+                        f"not {_shown(raw_expressions)}")
     expressions = []
-    for index, item in enumerate(body.get("matchExpressions") or ()):
+    for index, item in enumerate(raw_expressions):
         where = f"targetSelector.matchExpressions[{index}]"
         entry = _mapping(item, field=where)
         operator = entry.get("operator")
-        values = tuple(entry.get("values") or ())
+        raw_values = entry.get("values")
+        raw_values = [] if raw_values is None else raw_values
+        # Same here; and a value that is not a string must not become one by str().
+        if not isinstance(raw_values, list) or not all(isinstance(v, str) for v in raw_values):
+            raise SpecError(f"spec.{where}.values must be a list of strings, not {_shown(raw_values)}")
+        values = tuple(raw_values)
         if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
             raise SpecError(f"spec.{where}.operator must be In, NotIn, Exists or DoesNotExist")
         if not isinstance(entry.get("key"), str) or not entry["key"]:
             raise SpecError(f"spec.{where}.key must be a label name")
         if (operator in ("In", "NotIn")) != bool(values):
             raise SpecError(f"spec.{where}: In and NotIn need values; Exists and DoesNotExist take none")
-        expressions.append(LabelRequirement(key=entry["key"], operator=operator,
-                                            values=tuple(str(v) for v in values)))
+        expressions.append(LabelRequirement(key=entry["key"], operator=operator, values=values))
     if not labels and not expressions:
         raise SpecError("spec.targetSelector must have matchLabels or matchExpressions")
     return Selector(match_labels=tuple(sorted(labels.items())), expressions=tuple(expressions))
+
+
+_POLICY_FIELDS = {
+    "progress_timeout_seconds": "progressTimeoutSeconds",
+    "completion_timeout_seconds_per_gib": "completionTimeoutSecondsPerGiB",
+    "hard_timeout_seconds": "hardTimeoutSeconds",
+    "bandwidth_mib_per_s": "bandwidthMiBPerSecond",
+    "max_downtime_ms": "maxDowntimeMs",
+    "parallel_connections": "parallelConnections",
+}
 
 
 def parse_policy(raw: Any) -> Policy:
@@ -225,16 +274,21 @@ def parse_policy(raw: Any) -> Policy:
     except ValueError as error:
         if isinstance(error, SpecError):
             raise
-        raise SpecError(f"spec.policy: {error}") from error
+        # Policy names its own attribute; the user wrote the spec's name for it.
+        text = str(error)
+        for attribute, spec_name in _POLICY_FIELDS.items():
+            if text.startswith(attribute):
+                raise SpecError(f"spec.policy.{spec_name}{text[len(attribute):]}") from error
+        raise SpecError(f"spec.policy: {text}") from error
 
 
 def parse_vmmigration(spec: Any) -> Desired:
     body = _mapping(spec, field="")
     domain = body.get("domain")
-    if not isinstance(domain, str) or not DOMAIN_NAME.match(domain):
+    if not isinstance(domain, str) or not DOMAIN_NAME.fullmatch(domain):
         raise SpecError(
             f"spec.domain must be a libvirt domain name (letters, digits, _ . + -; at most 64), "
-            f"not {domain!r}")
+            f"not {_shown(domain)}")
     target = _name(body.get("targetHypervisor"), field="targetHypervisor")
     selector = parse_selector(body["targetSelector"]) if body.get("targetSelector") is not None else None
     if (target is None) == (selector is None):
@@ -268,18 +322,23 @@ def parse_vmmigration(spec: Any) -> Desired:
 def parse_hypervisor(*, name: str, spec: Any, labels: Mapping[str, str] | None) -> HypervisorSpec:
     body = _mapping(spec, field="")
     uri = body.get("uri")
-    if not isinstance(uri, str) or not re.match(r"^(qemu|test)(\+[a-z0-9]+)?://[^\s;`$'\"]*$", uri):
-        raise SpecError(f"spec.uri must be a libvirt URI such as qemu+tls://host/system, not {uri!r}")
+    if not isinstance(uri, str) or not LIBVIRT_URI.fullmatch(uri):
+        raise SpecError(f"spec.uri must be a libvirt URI such as qemu+tls://host/system, not {_shown(uri)}")
     ref = body.get("credentialsSecretRef")
     credentials = None
     if ref is not None:
         ref = _mapping(ref, field="credentialsSecretRef")
-        if not isinstance(ref.get("name"), str):
+        if not isinstance(ref.get("name"), str) or not ref["name"]:
             raise SpecError("spec.credentialsSecretRef.name must name a Secret")
-        credentials = SecretRef(name=ref["name"], namespace=ref.get("namespace"))
+        # Unchecked, a number here reached the Secret lookup as a namespace.
+        namespace = ref.get("namespace")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise SpecError(f"spec.credentialsSecretRef.namespace must name a namespace, "
+                            f"not {_shown(namespace)}")
+        credentials = SecretRef(name=ref["name"], namespace=namespace)
     address = body.get("migrationAddress")
-    if address is not None and (not isinstance(address, str) or not re.match(r"^[A-Za-z0-9.:\[\]-]+$", address)):
-        raise SpecError(f"spec.migrationAddress must be a host name or IP address, not {address!r}")
+    if address is not None and (not isinstance(address, str) or not MIGRATION_ADDRESS.fullmatch(address)):
+        raise SpecError(f"spec.migrationAddress must be a host name or IP address, not {_shown(address)}")
     inbound = _integer(body.get("maxInboundMigrations"), field="maxInboundMigrations", default=2)
     outbound = _integer(body.get("maxOutboundMigrations"), field="maxOutboundMigrations", default=2)
     if inbound < 1 or outbound < 1:

@@ -42,9 +42,7 @@ def whereabouts(domain: str, hypervisors: Mapping[str, HypervisorView]) -> Where
         if not view.reachable or view.report is None:
             unknown.append(name)
             continue
-        for found in view.report.domains:
-            if found.name != domain:
-                continue
+        for found in view.report.by_name.get(domain, ()):  # a lookup, not a scan of every domain
             if is_incoming(found):
                 incoming.append(name)
             elif found.active:

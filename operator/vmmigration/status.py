@@ -24,7 +24,8 @@ def timestamp(epoch: float) -> str:
 
 
 def parse_timestamp(text: str | None) -> float | None:
-    if not text:
+    # Status is read back as stored, and a hand-edited one may hold anything.
+    if not text or not isinstance(text, str):
         return None
     try:
         return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
@@ -44,13 +45,17 @@ def conditions(
 
     Types not in ``wanted`` are False with reason ``AsExpected``.
     """
-    before = {c.get("type"): c for c in previous or () if isinstance(c, Mapping)}
+    # The previous conditions are read back as stored; a hand-edited status can hold
+    # anything, and a non-list or an unhashable type raised TypeError here.
+    before = {c.get("type"): c for c in (previous if isinstance(previous, (list, tuple)) else ())
+              if isinstance(c, Mapping) and isinstance(c.get("type"), str)}
     result = []
     for kind in CONDITION_TYPES:
         state, reason, message = wanted.get(kind, (False, "AsExpected", ""))
         text = "True" if state else "False"
         old = before.get(kind)
         since = (old.get("lastTransitionTime") if old and old.get("status") == text else None)
+        since = since if isinstance(since, str) else None  # the API wants a date-time string
         result.append({
             "type": kind,
             "status": text,
@@ -136,10 +141,13 @@ def hypervisor(
     ``heartbeat_seconds``, so a quiet host costs the API server almost nothing.
     """
     new: dict[str, Any] = {k: v for k, v in previous.items()}
-    old_reachable = next((c for c in previous.get("conditions") or ()
+    old_conditions = previous.get("conditions")
+    # Read back as stored: a hand-edited status is not trusted to be a list.
+    old_reachable = next((c for c in (old_conditions if isinstance(old_conditions, (list, tuple)) else ())
                           if isinstance(c, Mapping) and c.get("type") == "Reachable"), None)
     state = "True" if report.reachable else "False"
     since = old_reachable.get("lastTransitionTime") if old_reachable and old_reachable.get("status") == state else None
+    since = since if isinstance(since, str) else None  # the API wants a date-time string
     new["conditions"] = [{
         "type": "Reachable",
         "status": state,
@@ -162,7 +170,9 @@ def hypervisor(
                         for d in sorted(report.domains, key=lambda d: d.name)],
             "domainCount": len(report.domains),
         })
-        old_free = int(previous.get("memoryFreeBytes") or 0)
+        stored = previous.get("memoryFreeBytes")
+        # int("lots") raised ValueError; anything but a stored count means "write it anew".
+        old_free = stored if isinstance(stored, int) and not isinstance(stored, bool) else 0
         if not old_free or abs(report.memory_free_bytes - old_free) > old_free // 100:
             new["memoryFreeBytes"] = report.memory_free_bytes
     stale = (parse_timestamp(previous.get("lastProbeTime")) or 0.0) + heartbeat_seconds <= now

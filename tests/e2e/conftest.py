@@ -28,6 +28,8 @@ from ..conftest import TEST_SUBNET
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "vmmigration-system"
+# The user the operator's token authenticates as; the API server audits its every request.
+OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:vmmigration-operator"
 T = TypeVar("T")
 
 def _free_port(address: str) -> int:
@@ -134,15 +136,11 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     root = Settings.from_env().test_sandbox_dir / "controlplane"
-    plane = ControlPlane(root=root, address=ADDRESS, port=_free_port(ADDRESS), bin_dir=binaries())
+    plane = ControlPlane(root=root, address=ADDRESS, port=_free_port(ADDRESS), bin_dir=binaries(),
+                         audit_users=(OPERATOR_USER,))
     plane.up()
     try:
-        for manifest in ("crds/", "deploy/rbac.yaml"):
-            plane.kubectl("apply", "-f", str(REPO / manifest))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/vmmigrations.vmmigration.dev", "crd/hypervisors.vmmigration.dev",
-                      "crd/clusterkopfpeerings.kopf.dev")
-        plane.kubectl("apply", "-f", str(REPO / "deploy/peering.yaml"))
+        plane.install_operator_manifests(REPO)
         yield plane
     finally:
         plane.down()
@@ -199,6 +197,18 @@ def operator_process(control_plane: ControlPlane, kubectl: Kubectl, sandbox: San
     # Anything the operator logged as an RBAC refusal is a gap in what we ship.
     forbidden = [line for line in operator.logs().splitlines() if "403" in line and "Forbidden" in line]
     assert not forbidden, "the operator was refused by RBAC:\n" + "\n".join(forbidden[:10])
+    # The API server's own record, which also sees refusals the operator swallowed.
+    refused = denied_requests(control_plane)
+    assert not refused, "the API server refused the operator:\n" + "\n".join(refused[:10])
+
+
+def denied_requests(plane: ControlPlane) -> list[str]:
+    """Every request of the operator's that RBAC refused, from the audit log."""
+    return [f"{e['verb']} {e.get('requestURI')} -> {e.get('responseStatus', {}).get('code')}"
+            for e in plane.audit_events()
+            if e.get("user", {}).get("username") == OPERATOR_USER
+            and (e.get("annotations", {}).get("authorization.k8s.io/decision") == "forbid"
+                 or e.get("responseStatus", {}).get("code") == 403)]
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from vmmigration.sandbox.testbed import Sandbox
+
 from .conftest import NAMESPACE, Kubectl, Operator, wait_until
 
 
@@ -32,12 +34,12 @@ def marker(kubectl: Kubectl) -> Iterator[str]:
 
 
 def test_a_tls_hypervisor_reads_its_secret_and_no_key_material_leaks(
-        kubectl: Kubectl, operator: Operator, marker: str) -> None:
+        kubectl: Kubectl, sandbox: Sandbox, operator: Operator, marker: str) -> None:
     kubectl.apply(json.dumps({
         "apiVersion": "vmmigration.dev/v1alpha1", "kind": "Hypervisor",
         "metadata": {"name": "kvm-tls"},
-        # Nothing listens for TLS there: the host is unreachable, which is reported.
-        "spec": {"uri": "qemu+tls://127.0.1.2/system",
+        # The host listens for TLS, but this "certificate" is no PEM: unreachable, and reported.
+        "spec": {"uri": sandbox.hosts[0].tls_uri,
                  "credentialsSecretRef": {"name": "kvm-tls-client"}}}))
     condition = wait_until(lambda: reachable(kubectl, "kvm-tls").get("status") == "False"
                            and reachable(kubectl, "kvm-tls"), timeout=30, what="a probe of kvm-tls")
@@ -53,11 +55,11 @@ def test_a_tls_hypervisor_reads_its_secret_and_no_key_material_leaks(
 
 
 def test_a_missing_secret_is_reported_on_the_hypervisor_not_fatal(
-        kubectl: Kubectl, operator: Operator, marker: str) -> None:
+        kubectl: Kubectl, sandbox: Sandbox, operator: Operator, marker: str) -> None:
     kubectl.apply(json.dumps({
         "apiVersion": "vmmigration.dev/v1alpha1", "kind": "Hypervisor",
         "metadata": {"name": "kvm-nosecret"},
-        "spec": {"uri": "qemu+tls://127.0.1.3/system",
+        "spec": {"uri": sandbox.hosts[1].tls_uri,
                  "credentialsSecretRef": {"name": "no-such-secret"}}}))
     condition = wait_until(lambda: reachable(kubectl, "kvm-nosecret").get("status") == "False"
                            and reachable(kubectl, "kvm-nosecret"), timeout=30,

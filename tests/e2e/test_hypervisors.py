@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
+import pytest
+
+from vmmigration.sandbox.controlplane import ControlPlane
 from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host
 
@@ -60,3 +64,28 @@ spec: {uri: "qemu+tcp://127.0.1.9/system"}
         assert kubectl.get("hypervisor", "kvm-a", None)["status"]["conditions"][0]["status"] == "True"
     finally:
         kubectl("delete", "hypervisor", "kvm-down", "--ignore-not-found", check=False)
+
+
+@pytest.mark.parametrize("wrong", ["not-libvirt", "missing-test-driver-file"])
+def test_a_uri_that_reaches_something_other_than_libvirt_is_reported_with_the_reason(
+        kubectl: Kubectl, control_plane: ControlPlane, operator: Operator, wrong: str) -> None:
+    uri = {
+        # A TLS web server (the API server's own port) where libvirt's protocol is expected.
+        "not-libvirt": f"qemu+tcp://{control_plane.address}:{control_plane.port}/system",
+        "missing-test-driver-file": "test:///nonexistent/vmmigration/host.xml",
+    }[wrong]
+    kubectl.apply(json.dumps({"apiVersion": "vmmigration.dev/v1alpha1", "kind": "Hypervisor",
+                              "metadata": {"name": f"kvm-{wrong}"}, "spec": {"uri": uri}}))
+    try:
+        def down() -> dict[str, str] | None:
+            conditions = (kubectl.get("hypervisor", f"kvm-{wrong}", None).get("status", {})
+                          .get("conditions", []))
+            return next((c for c in conditions if c["type"] == "Reachable" and c["status"] == "False"),
+                        None)
+
+        # Within the probe timeout (20 s) even if the far end never answers.
+        reachable = wait_until(down, timeout=45, what=f"kvm-{wrong} to be probed")
+        assert reachable["reason"] == "Unreachable" and len(reachable["message"]) > 10, reachable
+        assert not operator.dead()
+    finally:
+        kubectl("delete", "hypervisor", f"kvm-{wrong}", "--ignore-not-found", check=False)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.k8s.credentials import CredentialsError, display_uri, materialise
+from vmmigration.k8s.credentials import CredentialsError, materialise
+from vmmigration.model import display_uri
 
 TLS = {"ca.crt": b"CA", "tls.crt": b"CERT", "tls.key": b"KEY"}
 

@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
+
 # Secret key -> the file name libvirt looks for under pkipath.
 TLS_FILES = {"ca.crt": "cacert.pem", "tls.crt": "clientcert.pem", "tls.key": "clientkey.pem"}
 
@@ -33,11 +34,6 @@ def with_parameters(uri: str, extra: Mapping[str, str]) -> str:
     query = dict(urllib.parse.parse_qsl(parts.query))
     query.update(extra)
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe="/")))
-
-
-def display_uri(uri: str) -> str:
-    """The URI without its query (which may name key files): for logs and status."""
-    return urllib.parse.urlunsplit(urllib.parse.urlsplit(uri)._replace(query=""))
 
 
 def materialise(*, uri: str, secret: Mapping[str, bytes], directory: Path) -> str:

@@ -96,17 +96,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if SETTINGS.metrics_port:
         serve_metrics(address=SETTINGS.metrics_address, port=SETTINGS.metrics_port)
         log.info("metrics on http://%s:%d/metrics", SETTINGS.metrics_address, SETTINGS.metrics_port)
-    memo["runtime"] = Runtime(settings=SETTINGS, kube=KubeClient(), post_event=_post_event,
-                              metrics=exported)
+    memo["runtime"] = Runtime(settings=SETTINGS, kube=KubeClient(connections=workers),
+                              post_event=_post_event, metrics=exported)
     log.info("vmmigration operator: %d migrations at once, probes every %.1f s",
              SETTINGS.max_concurrent_migrations, SETTINGS.probe_interval_seconds)
 
 
 # ---- Hypervisor ------------------------------------------------------------------
 
+# The event handlers are coroutines on purpose: kopf runs a plain ``def`` handler
+# in a worker thread, and these mutate the runtime's dicts (claims, hypervisors)
+# and set asyncio.Events that the per-VMMigration loops read on the event loop.
+# From a thread that raced ("dictionary changed size during iteration" with a
+# thousand VMMigrations) and set the Events unsafely (a woken loop could sleep on).
 @kopf.on.event(GROUP, VERSION, "hypervisors")
-def hypervisor_event(event: kopf.RawEvent, name: str, spec: kopf.Spec, labels: kopf.Labels,
-                     memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def hypervisor_event(event: kopf.RawEvent, name: str, spec: kopf.Spec, labels: kopf.Labels,
+                           memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     runtime = _runtime(memo)
     if event.get("type") == "DELETED":
         runtime.hypervisor_gone(name)
@@ -138,8 +143,8 @@ async def probe_hypervisor(name: str, status: kopf.Status, meta: kopf.Meta, patc
 # ---- VMMigration -----------------------------------------------------------------
 
 @kopf.on.event(GROUP, VERSION, "vmmigrations")
-def vmmigration_event(event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec,
-                      meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def vmmigration_event(event: kopf.RawEvent, namespace: str | None, name: str,
+                            spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
     key = f"{namespace}/{name}"
     if event.get("type") == "DELETED":

@@ -25,7 +25,7 @@ class Kube(Protocol):
 
 
 class KubeClient:
-    def __init__(self) -> None:
+    def __init__(self, *, connections: int = 32) -> None:
         # Imported here so the pure layers never pull in the client.
         import kubernetes
 
@@ -33,7 +33,13 @@ class KubeClient:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        api = kubernetes.client.ApiClient()
+        config = kubernetes.client.Configuration.get_default_copy()
+        # The client's pool defaults to 5 connections per CPU, fewer than the
+        # worker threads that write statuses at once: each extra one was opened,
+        # used once and discarded (a new TLS handshake per status patch in a
+        # burst, and "Connection pool is full" warnings). One per worker.
+        config.connection_pool_maxsize = connections
+        api = kubernetes.client.ApiClient(config)
         self._custom = kubernetes.client.CustomObjectsApi(api)
         self._core = kubernetes.client.CoreV1Api(api)
 

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -117,11 +118,15 @@ def binaries() -> Path:
 
 
 class ControlPlane:
-    def __init__(self, *, root: Path, address: str, port: int, bin_dir: Path) -> None:
+    def __init__(self, *, root: Path, address: str, port: int, bin_dir: Path,
+                 audit_users: tuple[str, ...] = ()) -> None:
         self.root = root
         self.address = address
         self.port = port
         self.bin_dir = bin_dir
+        # Users whose every request the API server records (Metadata level) in
+        # audit_log: the tests prove the operator's RBAC is all used and enough.
+        self.audit_users = audit_users
 
     # ---- where things are -------------------------------------------------
 
@@ -149,6 +154,26 @@ class ControlPlane:
     def log_dir(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def audit_log(self) -> Path:
+        return self.log_dir / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events so far (empty without audit_users). Metadata level:
+        who, verb, resource and decision, never a request or response body."""
+        try:
+            lines = self.audit_log.read_text().splitlines()
+        except OSError:
+            return []
+        events = []
+        for line in lines:
+            # The last line may be half written while the API server is busy.
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    events.append(event)
+        return events
+
     def _pid_file(self, component: str) -> Path:
         return self.root / "run" / f"{component}.pid"
 
@@ -172,6 +197,7 @@ class ControlPlane:
         self.pki.chmod(0o700)
         (self.root / "etcd").chmod(0o700)
         self._make_pki()
+        self._write_audit_policy()
         # The last up's binaries, for a shell (root/bin/kubectl) and for the
         # CLI's down and status, which must not trigger a build.
         link = self.root / "bin"
@@ -198,6 +224,30 @@ class ControlPlane:
         status = self.status()
         status.update(version=version, upSeconds=round(time.monotonic() - started, 1))
         return status
+
+    def restart(self, *, kill: bool = False, down_seconds: float = 0.0) -> float:
+        """Stop both components and start them again on the same data and certificates.
+
+        A fault for the tests: clients see their watches break and their
+        requests refused until the API server is back. ``kill`` sends SIGKILL
+        instead of a graceful stop. Returns how long the API was unavailable.
+        """
+        started = time.monotonic()
+        for component in ("kube-apiserver", "etcd"):
+            pid = _read_pid(self._pid_file(component))
+            if pid is None:
+                continue
+            if kill and self._marker(component) in _cmdline(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _stop_pid(pid, must_contain=self._marker(component), grace_seconds=15.0)
+            _reap(pid)
+        time.sleep(down_seconds)
+        etcd = self._start("etcd", command=self._etcd_args())
+        self._wait_etcd(etcd)
+        apiserver = self._start("kube-apiserver", command=self._apiserver_args())
+        self._wait_ready(apiserver)
+        return time.monotonic() - started
 
     def down(self) -> list[str]:
         """Stop kube-apiserver, then etcd, by PID. Returns what was stopped."""
@@ -249,6 +299,16 @@ class ControlPlane:
                 result=result,
             )
         return result
+
+    def install_operator_manifests(self, repo: Path) -> None:
+        """What the README's install without helm applies: the CRDs, the RBAC and the
+        peering object, once the CRDs are served."""
+        for manifest in ("crds/", "deploy/rbac.yaml"):
+            self.kubectl("apply", "-f", str(repo / manifest))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     "crd/vmmigrations.vmmigration.dev", "crd/hypervisors.vmmigration.dev",
+                     "crd/clusterkopfpeerings.kopf.dev")
+        self.kubectl("apply", "-f", str(repo / "deploy/peering.yaml"))
 
     def server_version(self) -> str:
         """The server's gitVersion, as kubectl parses it (an unparsable one breaks clients)."""
@@ -330,6 +390,25 @@ extendedKeyUsage = clientAuth
         _openssl("rsa", "-in", str(pki / "service-account.key"), "-pubout",
                  "-out", str(pki / "service-account.pub"))
 
+    def _write_audit_policy(self) -> None:
+        if not self.audit_users:
+            return
+        # JSON is YAML. The final rule drops everyone else's requests, which
+        # keeps the log small and the API server fast.
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "users": list(self.audit_users)}, {"level": "None"}],
+        }
+        (self.pki / "audit-policy.yaml").write_text(json.dumps(policy, indent=2) + "\n")
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit_users:
+            return []
+        return [f"--audit-policy-file={self.pki / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
+
     def _etcd_args(self) -> list[str]:
         peer = f"http://{self.address}:{ETCD_PEER_PORT}"
         return [
@@ -373,10 +452,12 @@ extendedKeyUsage = clientAuth
             # forever; nothing runs in-cluster to need them.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            *self._audit_args(),
         ]
 
     def _start(self, component: str, *, command: list[str]) -> int:
-        log = open(self.log_dir / f"{component}.log", "wb")
+        # Appended: a restart (a fault in the tests) keeps the earlier run's log.
+        log = open(self.log_dir / f"{component}.log", "ab")
         try:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)

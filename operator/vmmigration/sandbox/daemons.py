@@ -5,6 +5,12 @@ bind-mounted over libvirt's fixed paths (/etc/libvirt, /run/libvirt, …), so
 two daemons share nothing but the kernel and the shared storage directory.
 Each listens on its own loopback address and has its own host UUID: libvirt
 refuses to migrate to a host whose UUID equals its own.
+
+Each also listens for TLS (qemu+tls://), with certificates from one CA per
+sandbox: a private /etc/pki in its namespace holds its server certificate
+(for its loopback address) and a client certificate at libvirt's default
+paths, which is what a source host presents to the target in a peer-to-peer
+migration.
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ MOUNTS = {
     "lib": "/var/lib/libvirt",
     "log": "/var/log/libvirt",
     "cache": "/var/cache/libvirt",
+    # libvirt's default TLS paths (CA/, libvirt/, libvirt/private/), as on a real host.
+    "pki": "/etc/pki",
 }
 # Inside each host's namespace this path is its own, so a disk here is a
 # non-shared disk that the other hosts cannot see.
 LOCAL_IMAGES = "/var/lib/libvirt/images"
 CAPS_CACHE = Path("qemu/capabilities")
+# Where libvirt looks under /etc/pki (or under a client's pkipath, flattened).
+CA_CERT = "CA/cacert.pem"
+SERVER_CERT, SERVER_KEY = "libvirt/servercert.pem", "libvirt/private/serverkey.pem"
+CLIENT_CERT, CLIENT_KEY = "libvirt/clientcert.pem", "libvirt/private/clientkey.pem"
 
 
 class DaemonError(RuntimeError):
@@ -47,6 +59,15 @@ class Daemon:
     @property
     def uri(self) -> str:
         return f"qemu+tcp://{self.address}/system"
+
+    @property
+    def tls_uri(self) -> str:
+        return f"qemu+tls://{self.address}/system"
+
+    @property
+    def ca_dir(self) -> Path:
+        """The CA every host of this sandbox trusts (beside the hosts' own directories)."""
+        return self.root.parent / "ca"
 
     @property
     def unix_uri(self) -> str:
@@ -70,12 +91,105 @@ class Daemon:
         return low, low + 199
 
 
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """A key pair signed by a sandbox CA, as files."""
+
+    cert: Path
+    key: Path
+    ca_cert: Path
+
+
+_OPENSSL_EXTENSIONS = """# Written by the vmmigration sandbox.
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = ${ENV::VMMIGRATION_SAN}
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+"""
+
+
+def _openssl(*args: str, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise DaemonError(f"openssl {args[0]} failed: {done.stderr.strip()}")
+
+
+def _private_key(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(path))
+    path.chmod(0o600)
+
+
+def ensure_ca(directory: Path, *, name: str = "vmmigration sandbox CA") -> Certificate:
+    """A CA in ``directory`` (made once; certificates issued later stay valid)."""
+    found = Certificate(cert=directory / "cacert.pem", key=directory / "cakey.pem",
+                        ca_cert=directory / "cacert.pem")
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    # Rewritten every time, so certificates issued later get today's extensions.
+    extensions = directory / "extensions.cnf"
+    extensions.write_text(_OPENSSL_EXTENSIONS)
+    if found.cert.is_file() and found.key.is_file():
+        return found
+    _private_key(found.key)
+    _openssl("req", "-x509", "-new", "-key", str(found.key), "-subj", f"/CN={name}",
+             "-days", "3650", "-config", str(extensions), "-extensions", "ca",
+             "-out", str(found.cert), env={"VMMIGRATION_SAN": "IP:127.0.0.1"})
+    return found
+
+
+def issue(ca: Certificate, *, subject: str, cert: Path, key: Path,
+          server_address: str | None = None) -> Certificate:
+    """A certificate signed by ``ca``: a server one for ``server_address`` (an IP, put in
+    subjectAltName, which libvirt's client checks), else a client one."""
+    _private_key(key)
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    request = cert.with_suffix(".csr")
+    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(request))
+    _openssl("x509", "-req", "-in", str(request), "-CA", str(ca.cert), "-CAkey", str(ca.key),
+             "-CAcreateserial", "-CAserial", str(ca.key.parent / "cacert.srl"), "-days", "825",
+             "-extfile", str(ca.key.parent / "extensions.cnf"),
+             "-extensions", "server" if server_address else "client", "-out", str(cert),
+             env={"VMMIGRATION_SAN": f"IP:{server_address or '127.0.0.1'}"})
+    request.unlink()
+    return Certificate(cert=cert, key=key, ca_cert=ca.cert)
+
+
+def write_tls(daemon: Daemon) -> None:
+    """The host's private /etc/pki: the CA, its server certificate and its client certificate."""
+    pki = daemon.root / "pki"
+    shutil.rmtree(pki, ignore_errors=True)
+    ca = ensure_ca(daemon.ca_dir)
+    (pki / "CA").mkdir(parents=True)
+    shutil.copyfile(ca.cert, pki / CA_CERT)
+    issue(ca, subject=f"/O=vmmigration sandbox/CN={daemon.address}", cert=pki / SERVER_CERT,
+          key=pki / SERVER_KEY, server_address=daemon.address)
+    issue(ca, subject=f"/O=vmmigration sandbox/CN={daemon.name}-{daemon.address}",
+          cert=pki / CLIENT_CERT, key=pki / CLIENT_KEY)
+
+
 def write_config(daemon: Daemon) -> None:
+    write_tls(daemon)
     etc = daemon.root / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "libvirtd.conf").write_text(
         f"""# Written by the vmmigration sandbox; rewritten at every start.
-listen_tls = 0
+listen_tls = 1
 listen_tcp = 1
 listen_addr = "{daemon.address}"
 auth_tcp = "none"
@@ -174,6 +288,34 @@ def stop(daemon: Daemon) -> list[str]:
         if _stop_pid(qemu, must_contain=b"qemu-system", grace_seconds=2.0):
             stopped.append(f"qemu {qemu}")
     return stopped
+
+
+def daemon_pid(daemon: Daemon) -> int | None:
+    """This host's libvirtd, if it runs (and is ours: its command line names its PID file)."""
+    pid = _read_pid(daemon.pid_file)
+    return pid if pid is not None and str(daemon.pid_file).encode() in _cmdline(pid) else None
+
+
+def kill(daemon: Daemon, *, signal_number: int = signal.SIGKILL) -> int | None:
+    """Signal this daemon's libvirtd alone; its QEMU processes run on. A fault for the tests."""
+    pid = daemon_pid(daemon)
+    if pid is None:
+        return None
+    os.kill(pid, signal_number)
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline and _alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+    _reap(pid)
+    # A killed libvirtd leaves its PID file; a new one refuses to start beside it.
+    daemon.pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def qemu_pid(daemon: Daemon, domain: str) -> int | None:
+    """The QEMU process that runs ``domain`` on this host, if any."""
+    pid = _read_pid(daemon.root / "run" / "qemu" / f"{domain}.pid")
+    return pid if pid and b"qemu-system" in _cmdline(pid) and _alive(pid) else None
 
 
 def reset_state(daemon: Daemon) -> None:

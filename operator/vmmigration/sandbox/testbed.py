@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,34 @@ class Sandbox:
             stopped += daemons.stop(daemon)
         self.state_file.unlink(missing_ok=True)
         return stopped
+
+    # ---- faults, for the fault-injection tests ----------------------------
+
+    def kill_daemon(self, host: Daemon, *, graceful: bool = False) -> None:
+        """Kill (or, if ``graceful``, stop) one host's libvirtd; its guests run on."""
+        daemons.kill(host, signal_number=signal.SIGTERM if graceful else signal.SIGKILL)
+
+    def freeze_daemon(self, host: Daemon, *, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) one host's libvirtd: it still accepts connections, as a
+        hung daemon does, but answers nothing."""
+        pid = daemons.daemon_pid(host)
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def start_daemon(self, host: Daemon) -> None:
+        """Start a stopped host's libvirtd on its existing state: it reconnects to its guests."""
+        pid = daemons.start(host)
+        daemons.wait_ready(host, pid=pid)
+        state = self._read_state()
+        state.setdefault("hosts", {})[host.name] = pid
+        self._write_state(state)
+
+    def kill_qemu(self, host: Daemon, domain: str) -> int | None:
+        """SIGKILL the QEMU process of ``domain`` on ``host``: a crashed guest process."""
+        pid = daemons.qemu_pid(host, domain)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        return pid
 
     def status(self) -> dict[str, object]:
         from vmmigration.virt.libvirt_host import Host, HostUnreachable

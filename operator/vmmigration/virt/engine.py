@@ -29,6 +29,7 @@ from vmmigration.model import (
     PauseReason,
     PowerState,
     Storage,
+    display_uri,
 )
 from vmmigration.placement import Location
 from vmmigration.prechecks import Finding
@@ -296,8 +297,8 @@ class Engine:
         started = time.monotonic()
         thread = threading.Thread(target=worker, name=f"migrate-{name}", daemon=True)
         thread.start()
-        log.info("migration of %s started: %s -> %s (%s)", name, request.source_uri,
-                 request.target_uri, mode.value)
+        log.info("migration of %s started: %s -> %s (%s)", name, display_uri(request.source_uri),
+                 display_uri(request.target_uri), mode.value)
 
         def wait_for_end(seconds: float) -> bool:
             thread.join(seconds)

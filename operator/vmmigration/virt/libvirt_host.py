@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
@@ -425,7 +426,7 @@ class Host:
         dom = self._domain(name)
         with _translated(MigrationFailed):
             if flags.peer_to_peer:
-                dom.migrateToURI3(target_uri, params, flag_bits(flags))
+                dom.migrateToURI3(peer_uri(target_uri), params, flag_bits(flags))
             else:
                 # Managed direct migration: the client drives both ends.
                 target = libvirt.open(target_uri)
@@ -489,3 +490,22 @@ class Host:
             d.get("type", "")
             for d in caps.findall("./guest/arch[@name='x86_64']/domain")
         }
+
+
+# Query parameters that name files on the client's own machine (libvirt URI syntax).
+CLIENT_FILE_PARAMETERS = frozenset({"pkipath", "keyfile", "known_hosts"})
+
+
+def peer_uri(uri: str) -> str:
+    """The target URI as the *source libvirtd* must see it in a peer-to-peer migration.
+
+    There the source daemon, not this process, connects to the target, and it
+    reads any ``pkipath``/``keyfile``/``known_hosts`` on its own host. Those
+    name the operator's credential files (inside its pod), which the host does
+    not have; the daemon must use its own client identity from /etc/pki or
+    its ssh set-up instead.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    kept = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            if k not in CLIENT_FILE_PARAMETERS]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept, safe="/")))

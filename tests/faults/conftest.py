@@ -1,0 +1,94 @@
+"""The fault-injection tier: real migrations while processes are killed and restarted.
+
+It runs beside the e2e tier, never inside it: its own control plane, its own
+three libvirt hosts and its own operator, because it kills and restarts all of
+them. The e2e fixtures that only build on these (``kubectl``, ``operator``,
+``vmm``, ``boot``, ``name``) are reused: pytest resolves their dependencies to
+the overrides below for tests in this directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from vmmigration.config import Settings
+from vmmigration.sandbox.controlplane import ControlPlane, binaries
+from vmmigration.sandbox.testbed import Sandbox
+
+from ..conftest import REPO
+from ..e2e.conftest import NAMESPACE, OPERATOR_ENV, Kubectl, Operator, wait_until
+from ..e2e.conftest import kubectl, operator, vmm  # noqa: F401  (fixtures, re-registered here)
+from .helpers import refused_outside_outages
+
+ADDRESS = os.environ.get("VMMIGRATION_FAULTS_ADDRESS", "127.0.16.1")
+SUBNET = int(os.environ.get("VMMIGRATION_FAULTS_SUBNET", "3"))
+HOSTS = ("kvm-a", "kvm-b", "kvm-c")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((ADDRESS, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    box = Sandbox(root=Settings.from_env().test_sandbox_dir / "faults", count=3, subnet=SUBNET)
+    box.up()
+    yield box
+    box.down()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    root = Settings.from_env().test_sandbox_dir / "faults-controlplane"
+    plane = ControlPlane(root=root, address=ADDRESS, port=_free_port(), bin_dir=binaries())
+    plane.up()
+    try:
+        plane.install_operator_manifests(REPO)
+        yield plane
+    finally:
+        plane.down()
+
+
+def hypervisors(sandbox: Sandbox) -> str:
+    return "\n---\n".join(json.dumps({
+        "apiVersion": "vmmigration.dev/v1alpha1", "kind": "Hypervisor",
+        "metadata": {"name": name, "labels": {"vmmigration.dev/zone": "lab"}},
+        "spec": {"uri": host.uri, "maxInboundMigrations": 2, "maxOutboundMigrations": 2}})
+        for name, host in zip(HOSTS, sandbox.hosts, strict=True))
+
+
+def all_reachable(kubectl: Kubectl) -> bool:
+    for name in HOSTS:
+        conditions = kubectl.get("hypervisor", name, None).get("status", {}).get("conditions") or ()
+        if not any(c["type"] == "Reachable" and c["status"] == "True" for c in conditions):
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def operator_process(control_plane: ControlPlane, kubectl: Kubectl, sandbox: Sandbox,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    kubectl.apply(hypervisors(sandbox))
+    logs = tmp_path_factory.mktemp("faults-operator")
+    kubeconfig = control_plane.service_account_kubeconfig(
+        namespace=NAMESPACE, name="vmmigration-operator", path=logs / "operator.kubeconfig")
+    env = {**OPERATOR_ENV, "VMMIGRATION_METRICS_ADDRESS": ADDRESS,
+           "VMMIGRATION_METRICS_PORT": str(_free_port()), "VMMIGRATION_HEALTH_ADDRESS": ADDRESS,
+           "VMMIGRATION_HEALTH_PORT": str(_free_port()),
+           # A frozen libvirtd is reported within seconds, not the default 20.
+           "VMMIGRATION_PROBE_TIMEOUT_SECONDS": "5"}
+    operator = Operator(kubeconfig=kubeconfig, log_dir=logs, env=env)
+    operator.start()
+    wait_until(lambda: all_reachable(kubectl), timeout=60,
+               what="every Hypervisor to be probed and reachable")
+    yield operator
+    operator.stop()
+    forbidden = refused_outside_outages(operator.logs())
+    assert not forbidden, "the operator was refused by RBAC:\n" + "\n".join(forbidden[:10])

@@ -1,0 +1,91 @@
+"""What every fault scenario asserts: nothing was lost, and the status tells the truth."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from typing import Any
+
+from vmmigration.sandbox.controlplane import ControlPlane
+from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.virt.libvirt_host import Host, VirtError
+
+from ..conftest import GuestWatch
+from ..e2e.conftest import Kubectl, running_on, wait_until
+
+# Slow enough (several seconds) that a fault lands in the middle of the copy,
+# and convergent, so a retry succeeds once the fault is gone.
+STEADY = {"mode": "Live", "policy": {"bandwidthMiBPerSecond": 4}}
+
+
+def migrating(kubectl: Kubectl, name: str, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until libvirt is copying: status says Migrating with bytes already processed."""
+    def moving() -> dict[str, Any] | None:
+        current = kubectl.status(name)
+        progress = current.get("progress") or {}
+        return current if current.get("phase") == "Migrating" and progress.get("memoryProcessedBytes") else None
+    return wait_until(moving, timeout=timeout, what=f"{name} to be migrating with progress")
+
+
+def domain_state(sandbox: Sandbox, host: int, domain: str) -> str | None:
+    with contextlib.suppress(VirtError), Host(sandbox.hosts[host].uri) as conn:
+        found = conn.find(domain)
+        return found.state.value if found else None
+    return None
+
+
+def assert_nothing_lost(*, kubectl: Kubectl, sandbox: Sandbox, watch: GuestWatch, name: str,
+                        placed_on: str, timeout: float = 150.0) -> dict[str, Any]:
+    """The resource ends Placed on ``placed_on``, and libvirt agrees: the VM runs there and
+    nowhere else, from its first boot, with its heartbeat going and its memory intact."""
+    placed = kubectl.wait_phase(name, "Placed", timeout=timeout)
+    assert placed["currentHypervisor"] == placed_on, placed
+    assert not placed.get("attempt"), "an attempt is still recorded after Placed"
+    ready = next(c for c in placed["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready
+    assert running_on(sandbox, name) == [placed_on]
+    watch.assert_kept_running(after=watch.count())
+    return placed
+
+
+def started(kubectl: Kubectl, name: str) -> int:
+    return kubectl.reasons(name).count("MigrationStarted")
+
+
+def pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+# When the API server was restarted (start, end in epoch seconds). Right after a
+# restart kube-apiserver answers before its RBAC caches are filled, and refuses
+# requests it will allow a moment later; the RBAC check excuses only that window.
+API_OUTAGES: list[tuple[float, float]] = []
+RBAC_WARMUP_SECONDS = 30.0
+
+
+def restart_api(control_plane: ControlPlane, *, down_seconds: float) -> None:
+    began = time.time()
+    control_plane.restart(kill=True, down_seconds=down_seconds)
+    API_OUTAGES.append((began, time.time()))
+
+
+def refused_outside_outages(log: str) -> list[str]:
+    """The operator's RBAC refusals, except in the moments after an API server restart."""
+    refused = []
+    for line in log.splitlines():
+        if "403" not in line or "Forbidden" not in line:
+            continue
+        try:
+            when = datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        except ValueError:
+            refused.append(line)
+            continue
+        if not any(began <= when <= ended + RBAC_WARMUP_SECONDS for began, ended in API_OUTAGES):
+            refused.append(line)
+    return refused
+
+
+def migrations_started(operator_logs: str, domain: str) -> int:
+    """Migration jobs the engine asked libvirt for, over every operator process's log."""
+    return operator_logs.count(f"migration of {domain} started:")

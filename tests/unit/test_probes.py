@@ -1,0 +1,75 @@
+"""A host that accepts connections and never answers must not freeze what the operator knows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from vmmigration.config import Settings
+from vmmigration.desired import HypervisorSpec
+from vmmigration.k8s.runtime import Runtime
+from vmmigration.model import HostReport
+
+from .test_runtime import FakeKube
+
+HUNG = "qemu+tcp://127.0.0.9/system"
+
+
+def hung_runtime(release: threading.Event, calls: list[str]) -> Runtime:
+    def prober(uri: str) -> HostReport:
+        calls.append(uri)
+        if uri == HUNG:
+            release.wait(10)  # what virConnectOpen does on a host that never answers
+        return HostReport(reachable=True, probed_at=time.time())
+
+    runtime = Runtime(settings=Settings(probe_timeout_seconds=0.2), kube=FakeKube(),
+                      post_event=lambda *a, **k: None, prober=prober)
+    runtime.hypervisor_seen(HypervisorSpec(name="hung", uri=HUNG))
+    runtime.hypervisor_seen(HypervisorSpec(name="fine", uri="qemu+tcp://127.0.0.2/system"))
+    return runtime
+
+
+def test_a_probe_that_gets_no_answer_is_reported_unreachable_after_the_timeout() -> None:
+    release, calls = threading.Event(), []
+    runtime = hung_runtime(release, calls)
+    try:
+        started = time.monotonic()
+        report = asyncio.run(runtime.probe("hung"))
+        assert report is not None and not report.reachable
+        assert time.monotonic() - started < 2
+        assert "did not answer within 0.2 s" in report.error and "127.0.0.9" in report.error
+        assert runtime.hypervisors["hung"].report == report
+    finally:
+        release.set()
+
+
+def test_a_host_still_hanging_gets_no_second_probe_and_other_hosts_are_probed_as_usual() -> None:
+    release, calls = threading.Event(), []
+    runtime = hung_runtime(release, calls)
+    try:
+        async def probes() -> tuple[HostReport | None, ...]:
+            first = await runtime.probe("hung")
+            second = await runtime.probe("hung")
+            fine = await runtime.probe("fine")
+            return first, second, fine
+
+        first, second, fine = asyncio.run(probes())
+        assert calls.count(HUNG) == 1, "a second thread was spent on a host that still hangs"
+        assert second is not None and not second.reachable and "has not answered for" in second.error
+        assert fine is not None and fine.reachable
+    finally:
+        release.set()
+
+
+def test_once_the_host_answers_again_it_is_probed_and_reachable() -> None:
+    release, calls = threading.Event(), []
+    runtime = hung_runtime(release, calls)
+    assert not asyncio.run(runtime.probe("hung")).reachable  # type: ignore[union-attr]
+    release.set()
+    deadline = time.monotonic() + 5
+    while runtime._probing["hung"][1].running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    again = asyncio.run(runtime.probe("hung"))
+    assert again is not None and again.reachable
+    assert calls.count(HUNG) == 2
