@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from vmmigration.sandbox import daemons
 from vmmigration.sandbox.controlplane import ControlPlane
-from vmmigration.sandbox.daemons import Certificate, Daemon
+from vmmigration.sandbox.daemons import Daemon
+from vmmigration.sandbox.pki import Certificate, ensure_ca, issue
 from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host, HostUnreachable
 
@@ -90,7 +90,7 @@ def tls_clients(daemon: Daemon) -> set[str]:
 def operator_certificate(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     """A client certificate for the operator from the CA the sandbox hosts trust."""
     out = tmp_path_factory.mktemp("operator-tls")
-    return daemons.issue(daemons.ensure_ca(sandbox.hosts[0].ca_dir), subject=OPERATOR_SUBJECT,
+    return issue(ensure_ca(sandbox.hosts[0].ca_dir), subject=OPERATOR_SUBJECT,
                          cert=out / "tls.crt", key=out / "tls.key")
 
 
@@ -237,7 +237,7 @@ def test_no_secret_material_appears_in_logs_events_or_any_status(
 def test_a_client_certificate_from_another_ca_is_reported_readably_not_a_crash(
         kubectl: Kubectl, sandbox: Sandbox, operator: Operator, operator_certificate: Certificate,
         tmp_path: Path, trusted_ca: bool) -> None:
-    rogue = daemons.issue(daemons.ensure_ca(tmp_path / "rogue-ca", name="not the hosts' CA"),
+    rogue = issue(ensure_ca(tmp_path / "rogue-ca", name="not the hosts' CA"),
                           subject=OPERATOR_SUBJECT, cert=tmp_path / "tls.crt", key=tmp_path / "tls.key")
     ca = operator_certificate.ca_cert if trusted_ca else rogue.ca_cert
     kubectl.apply(secret_manifest("kvm-rogue-tls", cert=rogue.cert, key=rogue.key, ca=ca))

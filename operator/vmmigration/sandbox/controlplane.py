@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 # The same careful PID handling as the libvirt daemons (see the module docstring).
+from vmmigration.sandbox import pki as pki_
 from vmmigration.sandbox.daemons import _alive, _cmdline, _read_pid, _reap, _stop_pid
 
 # operator/vmmigration/sandbox/controlplane.py -> the repository root.
@@ -349,46 +350,18 @@ class ControlPlane:
 
     def _make_pki(self) -> None:
         pki = self.pki
-        (pki / "openssl.cnf").write_text(
-            f"""# Written by the vmmigration sandbox at every up.
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign, digitalSignature
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:{self.address}, IP:127.0.0.1, IP:{KUBERNETES_SERVICE_IP}, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-"""
-        )
-        cnf = str(pki / "openssl.cnf")
-        for key in ("ca", "apiserver", "admin", "service-account"):
-            _openssl("genrsa", "-out", str(pki / f"{key}.key"), "2048")
-        _openssl("req", "-x509", "-new", "-config", cnf, "-extensions", "ca", "-days", "3650",
-                 "-key", str(pki / "ca.key"), "-subj", "/CN=vmmigration-sandbox-ca",
-                 "-out", str(self.ca_file))
-        for key, subject, extensions in (
-            ("apiserver", "/CN=kube-apiserver", "server"),
-            # system:masters is the group RBAC always lets through: the admin.
-            ("admin", "/O=system:masters/CN=vmmigration-admin", "client"),
-        ):
-            _openssl("req", "-new", "-config", cnf, "-key", str(pki / f"{key}.key"),
-                     "-subj", subject, "-out", str(pki / f"{key}.csr"))
-            _openssl("x509", "-req", "-in", str(pki / f"{key}.csr"), "-CA", str(self.ca_file),
-                     "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-CAserial", str(pki / "ca.srl"),
-                     "-days", "365", "-extfile", cnf, "-extensions", extensions,
-                     "-out", str(pki / f"{key}.crt"))
-        _openssl("rsa", "-in", str(pki / "service-account.key"), "-pubout",
-                 "-out", str(pki / "service-account.pub"))
+        ca = pki_.ensure_ca(pki, name="vmmigration-sandbox-ca", cert_name="ca.crt", key_name="ca.key")
+        pki_.issue(ca, subject="/CN=kube-apiserver", cert=pki / "apiserver.crt",
+                   key=pki / "apiserver.key", alt_names=(
+                       f"IP:{self.address}", "IP:127.0.0.1", f"IP:{KUBERNETES_SERVICE_IP}",
+                       "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+                       "DNS:kubernetes.default.svc"))
+        # system:masters is the group RBAC always lets through: the admin.
+        pki_.issue(ca, subject="/O=system:masters/CN=vmmigration-admin", cert=pki / "admin.crt",
+                   key=pki / "admin.key")
+        pki_.private_key(pki / "service-account.key")
+        pki_.openssl("rsa", "-in", str(pki / "service-account.key"), "-pubout",
+                     "-out", str(pki / "service-account.pub"))
 
     def _write_audit_policy(self) -> None:
         if not self.audit_users:
@@ -541,9 +514,3 @@ extendedKeyUsage = clientAuth
 
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
-
-
-def _openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ControlPlaneError(f"openssl {args[0]} failed: {result.stderr.strip()}")

@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+from vmmigration.sandbox.pki import ensure_ca, issue
+
 # Private directory name -> the path libvirtd sees it at inside its namespace.
 MOUNTS = {
     "etc": "/etc/libvirt",
@@ -91,85 +93,6 @@ class Daemon:
         return low, low + 199
 
 
-@dataclasses.dataclass(frozen=True)
-class Certificate:
-    """A key pair signed by a sandbox CA, as files."""
-
-    cert: Path
-    key: Path
-    ca_cert: Path
-
-
-_OPENSSL_EXTENSIONS = """# Written by the vmmigration sandbox.
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = ${ENV::VMMIGRATION_SAN}
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-"""
-
-
-def _openssl(*args: str, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
-    if done.returncode != 0:
-        raise DaemonError(f"openssl {args[0]} failed: {done.stderr.strip()}")
-
-
-def _private_key(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(path))
-    path.chmod(0o600)
-
-
-def ensure_ca(directory: Path, *, name: str = "vmmigration sandbox CA") -> Certificate:
-    """A CA in ``directory`` (made once; certificates issued later stay valid)."""
-    found = Certificate(cert=directory / "cacert.pem", key=directory / "cakey.pem",
-                        ca_cert=directory / "cacert.pem")
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
-    # Rewritten every time, so certificates issued later get today's extensions.
-    extensions = directory / "extensions.cnf"
-    extensions.write_text(_OPENSSL_EXTENSIONS)
-    if found.cert.is_file() and found.key.is_file():
-        return found
-    _private_key(found.key)
-    _openssl("req", "-x509", "-new", "-key", str(found.key), "-subj", f"/CN={name}",
-             "-days", "3650", "-config", str(extensions), "-extensions", "ca",
-             "-out", str(found.cert), env={"VMMIGRATION_SAN": "IP:127.0.0.1"})
-    return found
-
-
-def issue(ca: Certificate, *, subject: str, cert: Path, key: Path,
-          server_address: str | None = None) -> Certificate:
-    """A certificate signed by ``ca``: a server one for ``server_address`` (an IP, put in
-    subjectAltName, which libvirt's client checks), else a client one."""
-    _private_key(key)
-    cert.parent.mkdir(parents=True, exist_ok=True)
-    request = cert.with_suffix(".csr")
-    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(request))
-    _openssl("x509", "-req", "-in", str(request), "-CA", str(ca.cert), "-CAkey", str(ca.key),
-             "-CAcreateserial", "-CAserial", str(ca.key.parent / "cacert.srl"), "-days", "825",
-             "-extfile", str(ca.key.parent / "extensions.cnf"),
-             "-extensions", "server" if server_address else "client", "-out", str(cert),
-             env={"VMMIGRATION_SAN": f"IP:{server_address or '127.0.0.1'}"})
-    request.unlink()
-    return Certificate(cert=cert, key=key, ca_cert=ca.cert)
-
-
 def write_tls(daemon: Daemon) -> None:
     """The host's private /etc/pki: the CA, its server certificate and its client certificate."""
     pki = daemon.root / "pki"
@@ -178,7 +101,7 @@ def write_tls(daemon: Daemon) -> None:
     (pki / "CA").mkdir(parents=True)
     shutil.copyfile(ca.cert, pki / CA_CERT)
     issue(ca, subject=f"/O=vmmigration sandbox/CN={daemon.address}", cert=pki / SERVER_CERT,
-          key=pki / SERVER_KEY, server_address=daemon.address)
+          key=pki / SERVER_KEY, alt_names=(f"IP:{daemon.address}",))
     issue(ca, subject=f"/O=vmmigration sandbox/CN={daemon.name}-{daemon.address}",
           cert=pki / CLIENT_CERT, key=pki / CLIENT_KEY)
 
