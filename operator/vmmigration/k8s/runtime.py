@@ -81,20 +81,29 @@ class _Running:
 
 
 def _memory(previous: Mapping[str, Any]) -> Memory:
-    attempt = previous.get("attempt") or {}
+    # The status is read back as stored; someone may have edited it by hand, so
+    # a field of the wrong shape counts as absent instead of crashing the loop.
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    attempt = previous.get("attempt")
+    attempt = attempt if isinstance(attempt, Mapping) else {}
     try:
         phase = Phase(previous["phase"]) if previous.get("phase") else None
-    except ValueError:
+    except (ValueError, TypeError):
         phase = None
-    drifted = any(c.get("type") == "Drifted" and c.get("status") == "True"
-                  for c in previous.get("conditions") or ())
+    conditions = previous.get("conditions")
+    drifted = any(isinstance(c, Mapping) and c.get("type") == "Drifted" and c.get("status") == "True"
+                  for c in (conditions if isinstance(conditions, list) else ()))
+    attempts = previous.get("attempts")
     return Memory(
         phase=phase,
-        attempt_source=attempt.get("source"),
-        attempt_target=attempt.get("target"),
-        chosen_target=previous.get("targetHypervisor"),
+        attempt_source=text(attempt.get("source")),
+        attempt_target=text(attempt.get("target")),
+        chosen_target=text(previous.get("targetHypervisor")),
         next_attempt_at=status.parse_timestamp(previous.get("nextAttemptTime")),
-        attempts=int(previous.get("attempts") or 0),
+        attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool)
+        and attempts >= 0 else 0,
         drifted=drifted,
     )
 
