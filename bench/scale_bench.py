@@ -20,7 +20,7 @@ status.observedGeneration caught up) sampled during the steady window; and the
 burst's wall time and the most migrations seen in flight, against one move
 alone. A script, not a test: nothing here asserts speed.
 
-    .venv/bin/python bench/scale_bench.py [--steady-seconds 600] [--real-guests 20]
+    .venv/bin/python bench/scale_bench.py [--steady-seconds 600] [--real-guests 10] [--offline-guests 40]
 
 Uses 127.0.15.1 and sandbox subnet 2, like operator_bench.py: do not run both at once.
 """
@@ -246,10 +246,11 @@ class Cluster:
         raise AssertionError("unreachable")
 
 
-def vmmigration(name: str, *, domain: str, target: str, kind: str) -> dict[str, Any]:
+def vmmigration(name: str, *, domain: str, target: str, kind: str,
+                mode: str = "Live") -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VMMigration",
             "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"bench": kind}},
-            "spec": {"domain": domain, "targetHypervisor": target, "mode": "Live"}}
+            "spec": {"domain": domain, "targetHypervisor": target, "mode": mode}}
 
 
 def placed(item: dict[str, Any], target: str | None = None) -> bool:
@@ -295,8 +296,11 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=600.0)
     parser.add_argument("--latency-probes", type=int, default=30)
     parser.add_argument("--real-hosts", type=int, default=3)
-    parser.add_argument("--real-guests", type=int, default=20,
+    parser.add_argument("--real-guests", type=int, default=10,
                         help="tiny TCG guests that move in the burst (50 is too many for 2 cores)")
+    parser.add_argument("--offline-guests", type=int, default=40,
+                        help="shut-off VMs that also move in the burst (Offline: only the "
+                             "definition moves, so no QEMU), to make up a burst of 50 changes")
     parser.add_argument("--guest-mib", type=int, default=96)
     parser.add_argument("--max-concurrent", type=int, default=4,
                         help="VMMIGRATION_MAX_CONCURRENT_MIGRATIONS (the operator's default is 4)")
@@ -315,12 +319,7 @@ def main() -> None:
     try:
         box.up()
         plane.up()
-        for manifest in ("crds/", "deploy/rbac.yaml"):
-            plane.kubectl("apply", "-f", str(REPO / manifest))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/vmmigrations.vmmigration.dev", "crd/hypervisors.vmmigration.dev",
-                      "crd/clusterkopfpeerings.kopf.dev")
-        plane.kubectl("apply", "-f", str(REPO / "deploy/peering.yaml"))
+        plane.install_operator_manifests(REPO)
         plane.kubectl("create", "namespace", NAMESPACE)
 
         # Hosts: generated test-driver nodes, and the real sandbox daemons.
@@ -341,6 +340,12 @@ def main() -> None:
             box.boot(box.guest_spec(name, memory_mib=args.guest_mib, dirty_mib=4,
                                     heartbeat_ms=1000), host=box.hosts[home],
                      timeout_seconds=120.0)
+            guests.append((name, home))
+        # Shut-off VMs of the burst: defined only, moved with mode Offline.
+        offline = {f"off-{g:02d}" for g in range(args.offline_guests)}
+        for g, name in enumerate(sorted(offline)):
+            home = g % args.real_hosts
+            box.define(box.guest_spec(name, memory_mib=args.guest_mib), host=box.hosts[home])
             guests.append((name, home))
 
         metrics_port = free_port(ADDRESS)
@@ -369,7 +374,8 @@ def main() -> None:
         # 2. Create every VMMigration at once; time until all are Placed.
         specs = [vmmigration(d.replace("vm-", "vmm-"), domain=d, target=hv, kind="sim")
                  for hv, _, domains in sims for d in domains]
-        specs += [vmmigration(f"vmm-{d}", domain=d, target=reals[h][0], kind="burst")
+        specs += [vmmigration(f"vmm-{d}", domain=d, target=reals[h][0], kind="burst",
+                              mode="Offline" if d in offline else "Live")
                   for d, h in guests]
         print(f"creating {len(specs)} VMMigrations ...", flush=True)
         before, mine_before = api_requests(plane), mine.snapshot()
@@ -444,8 +450,10 @@ def main() -> None:
         results["burst"] = (burst, operator_requests(plane, before, mine_before, mine))
         # libvirt's own time for each move (status.durationSeconds): the rest is waiting
         # for a slot and the operator's overhead.
-        results["move_seconds"] = [float((i.get("status") or {}).get("durationSeconds") or 0.0)
-                                   for i in cluster.list("bench=burst")]
+        results["move_seconds"] = collections.defaultdict(list)
+        for item in cluster.list("bench=burst"):
+            results["move_seconds"][item["spec"]["mode"]].append(
+                float((item.get("status") or {}).get("durationSeconds") or 0.0))
         results["in_flight"] = max(in_flight or [0.0])
         results["queued"] = max(queued or [0.0])
         results["status_errors"] = operator.logs().count("Traceback")
@@ -468,8 +476,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], *, vms: int) -> No
     lat = results["latency"]
     print()
     print(f"Scale: {args.hypervisors} test-driver Hypervisors x {args.vms_per_host} VMs = {vms} "
-          f"placed VMMigrations, + {args.real_hosts} real hosts with {args.real_guests} TCG guests "
-          f"of {args.guest_mib} MiB")
+          f"placed VMMigrations, + {args.real_hosts} real hosts with {args.real_guests} running TCG "
+          f"guests of {args.guest_mib} MiB (Live) and {args.offline_guests} shut-off ones (Offline)")
     print(f"{'operator process':<40}{'idle':>10}{'converge':>10}{'steady':>10}{'burst':>10}")
     print(f"{'  window s':<40}{idle.seconds:>10.0f}{converge.seconds:>10.0f}"
           f"{steady.seconds:>10.0f}{burst.seconds:>10.0f}")
@@ -509,14 +517,15 @@ def report(args: argparse.Namespace, results: dict[str, Any], *, vms: int) -> No
         print(f"  {lost} of {len(lat)} probes never caught up (120 s)")
     print(f"{'all VMMigrations created -> all Placed':<52}{converge.seconds:>10.1f}")
     effective = min(args.max_concurrent, 2 * args.real_hosts)  # per-host default limits are 2/2
-    ideal = math.ceil(args.real_guests / effective) * results["solo"]
+    moved = args.real_guests + args.offline_guests
+    ideal = math.ceil(moved / effective) * results["solo"]
     print(f"{'one move alone (patch -> Placed)':<52}{results['solo']:>10.1f}")
     print(f"{'  its libvirt migration (status.durationSeconds)':<52}{results['solo_move']:>10.1f}")
-    print(f"{f'burst of {args.real_guests} moves (patch -> all Placed)':<52}{burst.seconds:>10.1f}")
-    moves = results["move_seconds"]
-    print(f"{'  each libvirt migration (status.durationSeconds)':<52}{med(moves):>10.1f}"
-          f"{min(moves):>8.1f}{max(moves):>8.1f}")
-    print(f"burst / ideal ({math.ceil(args.real_guests / effective)} waves of {effective} x one move): "
+    print(f"{f'burst of {moved} moves (patch -> all Placed)':<52}{burst.seconds:>10.1f}")
+    for mode, moves in sorted(results["move_seconds"].items()):
+        print(f"{f'  each {mode} migration, n={len(moves)} (durationSeconds)':<52}{med(moves):>10.1f}"
+              f"{min(moves):>8.1f}{max(moves):>8.1f}")
+    print(f"burst / ideal ({math.ceil(moved / effective)} waves of {effective} x one live move): "
           f"{burst.seconds / ideal:.2f}x; most in flight {results['in_flight']:.0f} "
           f"(limit {effective}), most queued {results['queued']:.0f}")
     print(f"tracebacks in the operator log: {results['status_errors']}")

@@ -137,6 +137,8 @@ class Runtime:
         self._probe_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=64, thread_name_prefix="probe")
         self._probing: dict[str, tuple[float, concurrent.futures.Future[HostReport]]] = {}
+        # VMMigrations told to wait for a free migration slot (ConcurrencyLimit).
+        self._queued: set[str] = set()
         # key -> host -> (until, why): targets that refused a VM at a pre-check.
         self._avoid: dict[str, dict[str, tuple[float, str]]] = {}
 
@@ -178,6 +180,7 @@ class Runtime:
         gone = self.claims.pop(key, None)
         self._statuses.pop(key, None)
         self._avoid.pop(key, None)
+        self._queued.discard(key)
         self.metrics.forget(key)
         if gone is not None:
             # A younger VMMigration blocked by this one may proceed now.
@@ -190,6 +193,12 @@ class Runtime:
     def wake_all(self) -> None:
         for event in self._wakers.values():
             event.set()
+
+    def wake_queued(self) -> None:
+        """A migration slot came free: only the loops waiting for one need to decide again
+        (with a thousand VMMigrations, waking every loop made each slot turnover slow)."""
+        for key in tuple(self._queued):
+            self.wake(key)
 
     def wake_domain(self, domain: str) -> None:
         for key in list(self._claims_by_domain.get(domain, ())):
@@ -426,6 +435,7 @@ class Runtime:
                     cluster_limit=self.settings.max_concurrent_migrations)
         if why is not None:
             self.metrics.set_queued(key, queued=True)
+            self._queued.add(key)
             await self._set(key, body, phase=Phase.PENDING, wanted={
                 "Queued": (True, "ConcurrencyLimit", why), "Ready": (False, "Queued", why)},
                 fields={"sourceHypervisor": source, "targetHypervisor": target})
@@ -433,6 +443,7 @@ class Runtime:
         # Claimed before the first await, so no other loop can take the same slot.
         self.in_flight[key] = InFlight(key=key, source=source, target=target)
         self.metrics.set_queued(key, queued=False)
+        self._queued.discard(key)
         try:
             if drift:
                 self.metrics.set_drift(key, drifted=True)
@@ -485,7 +496,7 @@ class Runtime:
                               adopt=False)
         finally:
             self.in_flight.pop(key, None)
-            self.wake_all()
+            self.wake_queued()
 
     async def _recover(self, *, key: str, body: Any, desired: Desired, memory: Memory,
                        source: str, target: str, stopped: Stopped) -> None:
@@ -502,7 +513,7 @@ class Runtime:
                               stopped=stopped, adopt=True)
         finally:
             self.in_flight.pop(key, None)
-            self.wake_all()
+            self.wake_queued()
 
     async def _drive(self, *, key: str, body: Any, desired: Desired, request: MigrationRequest,
                      attempts: int, source: str, target: str, stopped: Stopped,
