@@ -285,10 +285,17 @@ def wait_ready(daemon: Daemon, *, pid: int, timeout_seconds: float = 90.0) -> No
             raise DaemonError(f"libvirtd for {daemon.name} exited at start:\n{_tail(daemon)}")
         try:
             with Host(daemon.uri) as host:
-                host.versions()
-                return
+                answered = host.host_uuid()
         except HostUnreachable:
             time.sleep(0.2)
+            continue
+        if answered != daemon.host_uuid:
+            # Another test bed's daemon holds this address (two sandboxes on one
+            # subnet): talking to it would put our guests in its hosts.
+            raise DaemonError(f"{daemon.uri} is answered by another libvirtd (host UUID "
+                              f"{answered}, not {daemon.host_uuid}): is another sandbox "
+                              f"using subnet {daemon.address}?")
+        return
     raise DaemonError(f"libvirtd for {daemon.name} did not answer in {timeout_seconds}s:\n{_tail(daemon)}")
 
 
