@@ -175,23 +175,44 @@ spec:
 
 
 Operator = OperatorProcess
+HOSTS = ("kvm-a", "kvm-b", "kvm-c")
+
+
+def all_reachable(kubectl: Kubectl) -> bool:
+    for name in HOSTS:
+        conditions = kubectl.get("hypervisor", name, None).get("status", {}).get("conditions") or ()
+        if not any(c["type"] == "Reachable" and c["status"] == "True" for c in conditions):
+            return False
+    return True
+
+
+def start_operator(*, control_plane: ControlPlane, kubectl: Kubectl, logs: Path,
+                   env: dict[str, str]) -> Operator:
+    """The operator as its own process under its ServiceAccount, once it has probed every host."""
+    kubeconfig = control_plane.service_account_kubeconfig(
+        namespace=NAMESPACE, name="vmmigration-operator", path=logs / "operator.kubeconfig")
+    operator = Operator(kubeconfig=kubeconfig, log_dir=logs, env=env)
+    operator.start()
+    wait_until(lambda: all_reachable(kubectl), timeout=60,
+               what="every Hypervisor to be probed and reachable")
+    return operator
+
+
+def migrating(kubectl: Kubectl, name: str, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until libvirt is copying: status says Migrating with bytes already processed."""
+    def moving() -> dict[str, Any] | None:
+        current = kubectl.status(name)
+        progress = current.get("progress") or {}
+        return current if current.get("phase") == "Migrating" and progress.get("memoryProcessedBytes") else None
+    return wait_until(moving, timeout=timeout, what=f"{name} to be migrating with progress")
 
 
 @pytest.fixture(scope="session")
 def operator_process(control_plane: ControlPlane, kubectl: Kubectl, sandbox: Sandbox,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     kubectl.apply(hypervisor_manifests(sandbox))
-    logs = tmp_path_factory.mktemp("operator")
-    kubeconfig = control_plane.service_account_kubeconfig(
-        namespace=NAMESPACE, name="vmmigration-operator", path=logs / "operator.kubeconfig")
-    operator = Operator(kubeconfig=kubeconfig, log_dir=logs, env=OPERATOR_ENV)
-    operator.start()
-    wait_until(lambda: all(
-        c["status"] == "True" for name in ("kvm-a", "kvm-b", "kvm-c")
-        for c in kubectl.get("hypervisor", name, None).get("status", {}).get("conditions", ())
-    ) and len([1 for name in ("kvm-a", "kvm-b", "kvm-c")
-               if kubectl.get("hypervisor", name, None).get("status")]) == 3,
-        timeout=60, what="every Hypervisor to be probed and reachable")
+    operator = start_operator(control_plane=control_plane, kubectl=kubectl,
+                              logs=tmp_path_factory.mktemp("operator"), env=OPERATOR_ENV)
     yield operator
     operator.stop()
     # Anything the operator logged as an RBAC refusal is a gap in what we ship.

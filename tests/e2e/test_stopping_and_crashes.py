@@ -11,7 +11,7 @@ from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host, VirtError
 
 from ..conftest import GuestWatch
-from .conftest import Kubectl, Operator, forget, running_on, wait_until
+from .conftest import Kubectl, Operator, forget, migrating, running_on, wait_until
 
 # A guest that dirties memory faster than a 2 MiB/s link copies it: without
 # escalation this migration never ends, so it is still running when we stop it.
@@ -19,20 +19,12 @@ ENDLESS = {"mode": "Live", "policy": {"bandwidthMiBPerSecond": 2, "progressTimeo
                                       "onTimeout": "Abort", "hardTimeoutSeconds": 900}}
 
 
-def migrating_with_progress(kubectl: Kubectl, name: str) -> dict[str, object]:
-    def moving() -> dict[str, object] | None:
-        current = kubectl.status(name)
-        progress = current.get("progress") or {}
-        return current if current.get("phase") == "Migrating" and progress.get("memoryProcessedBytes") else None
-    return wait_until(moving, timeout=60, what=f"{name} to be migrating with progress")
-
-
 def test_spec_abort_cancels_a_migration_in_flight_and_the_vm_keeps_running_on_the_source(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str]) -> None:
     watch = boot(name, dirty_mib=48, dirty_rate_mib=48)
     vmm(name, domain=name, targetHypervisor="kvm-b", **ENDLESS)
-    migrating_with_progress(kubectl, name)
+    migrating(kubectl, name)
     kubectl.patch("vmmigration", name, {"spec": {"abort": True}})
     aborted = kubectl.wait_phase(name, "Aborted", timeout=60)
     assert aborted["currentHypervisor"] == "kvm-a"
@@ -46,7 +38,7 @@ def test_deleting_the_resource_aborts_its_migration_and_the_vm_stays_on_the_sour
         vmm: Callable[..., str]) -> None:
     watch = boot(name, dirty_mib=48, dirty_rate_mib=48)
     vmm(name, domain=name, targetHypervisor="kvm-b", **ENDLESS)
-    migrating_with_progress(kubectl, name)
+    migrating(kubectl, name)
     kubectl("delete", "vmmigration", name, "-n", "default", "--wait=true", "--timeout=60s")
     assert not kubectl.exists("vmmigration", name)
     assert running_on(sandbox, name) == ["kvm-a"]
@@ -62,7 +54,7 @@ def test_kill_9_of_the_operator_mid_migration_then_restart_gives_exactly_one_mig
     watch = boot(name, dirty_mib=24, dirty_rate_mib=1)
     vmm(name, domain=name, targetHypervisor="kvm-b", mode="Live",
         policy={"bandwidthMiBPerSecond": 2})
-    migrating_with_progress(kubectl, name)
+    migrating(kubectl, name)
     operator.kill9()
     with Host(sandbox.hosts[0].uri) as source:
         assert source.job(name) is not None, "the job should outlive the operator (peer-to-peer)"

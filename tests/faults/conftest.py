@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +20,7 @@ from vmmigration.sandbox.controlplane import ControlPlane, binaries
 from vmmigration.sandbox.testbed import Sandbox
 
 from ..conftest import REPO
-from ..e2e.conftest import NAMESPACE, OPERATOR_ENV, Kubectl, Operator, wait_until
+from ..e2e.conftest import HOSTS, OPERATOR_ENV, Kubectl, Operator, _free_port, start_operator
 from ..e2e.conftest import kubectl, operator, vmm  # noqa: F401  (fixtures, re-registered here)
 from .helpers import refused_outside_outages
 
@@ -29,13 +28,6 @@ ADDRESS = os.environ.get("VMMIGRATION_FAULTS_ADDRESS", "127.0.16.1")
 # Subnets in use elsewhere: 0 the demo, 1 the e2e and integration tiers, 2 the benches,
 # 3 the test bed's own recovery test.
 SUBNET = int(os.environ.get("VMMIGRATION_FAULTS_SUBNET", "6"))
-HOSTS = ("kvm-a", "kvm-b", "kvm-c")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((ADDRESS, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +41,7 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     root = Settings.from_env().test_sandbox_dir / "faults-controlplane"
-    plane = ControlPlane(root=root, address=ADDRESS, port=_free_port(), bin_dir=binaries())
+    plane = ControlPlane(root=root, address=ADDRESS, port=_free_port(ADDRESS), bin_dir=binaries())
     plane.up()
     try:
         plane.install_operator_manifests(REPO)
@@ -66,30 +58,17 @@ def hypervisors(sandbox: Sandbox) -> str:
         for name, host in zip(HOSTS, sandbox.hosts, strict=True))
 
 
-def all_reachable(kubectl: Kubectl) -> bool:
-    for name in HOSTS:
-        conditions = kubectl.get("hypervisor", name, None).get("status", {}).get("conditions") or ()
-        if not any(c["type"] == "Reachable" and c["status"] == "True" for c in conditions):
-            return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def operator_process(control_plane: ControlPlane, kubectl: Kubectl, sandbox: Sandbox,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     kubectl.apply(hypervisors(sandbox))
-    logs = tmp_path_factory.mktemp("faults-operator")
-    kubeconfig = control_plane.service_account_kubeconfig(
-        namespace=NAMESPACE, name="vmmigration-operator", path=logs / "operator.kubeconfig")
     env = {**OPERATOR_ENV, "VMMIGRATION_METRICS_ADDRESS": ADDRESS,
-           "VMMIGRATION_METRICS_PORT": str(_free_port()), "VMMIGRATION_HEALTH_ADDRESS": ADDRESS,
-           "VMMIGRATION_HEALTH_PORT": str(_free_port()),
+           "VMMIGRATION_METRICS_PORT": str(_free_port(ADDRESS)),
+           "VMMIGRATION_HEALTH_ADDRESS": ADDRESS, "VMMIGRATION_HEALTH_PORT": str(_free_port(ADDRESS)),
            # A frozen libvirtd is reported within seconds, not the default 20.
            "VMMIGRATION_PROBE_TIMEOUT_SECONDS": "5"}
-    operator = Operator(kubeconfig=kubeconfig, log_dir=logs, env=env)
-    operator.start()
-    wait_until(lambda: all_reachable(kubectl), timeout=60,
-               what="every Hypervisor to be probed and reachable")
+    operator = start_operator(control_plane=control_plane, kubectl=kubectl,
+                              logs=tmp_path_factory.mktemp("faults-operator"), env=env)
     yield operator
     operator.stop()
     forbidden = refused_outside_outages(operator.logs())

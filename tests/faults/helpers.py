@@ -12,20 +12,11 @@ from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host, VirtError
 
 from ..conftest import GuestWatch
-from ..e2e.conftest import Kubectl, running_on, wait_until
+from ..e2e.conftest import Kubectl, running_on
 
 # Slow enough (several seconds) that a fault lands in the middle of the copy,
 # and convergent, so a retry succeeds once the fault is gone.
 STEADY = {"mode": "Live", "policy": {"bandwidthMiBPerSecond": 4}}
-
-
-def migrating(kubectl: Kubectl, name: str, *, timeout: float = 60.0) -> dict[str, Any]:
-    """Wait until libvirt is copying: status says Migrating with bytes already processed."""
-    def moving() -> dict[str, Any] | None:
-        current = kubectl.status(name)
-        progress = current.get("progress") or {}
-        return current if current.get("phase") == "Migrating" and progress.get("memoryProcessedBytes") else None
-    return wait_until(moving, timeout=timeout, what=f"{name} to be migrating with progress")
 
 
 def domain_state(sandbox: Sandbox, host: int, domain: str) -> str | None:

@@ -11,12 +11,11 @@ from vmmigration.sandbox.controlplane import ControlPlane
 from vmmigration.sandbox.testbed import Sandbox
 
 from ..conftest import GuestWatch
-from ..e2e.conftest import Kubectl, Operator, forget, running_on, wait_until
+from ..e2e.conftest import Kubectl, Operator, forget, migrating, running_on, wait_until
 from .helpers import (
     STEADY,
     assert_nothing_lost,
     domain_state,
-    migrating,
     pause,
     restart_api,
     started,

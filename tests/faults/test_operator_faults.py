@@ -12,8 +12,8 @@ import pytest
 from vmmigration.sandbox.testbed import Sandbox
 
 from ..conftest import GuestWatch
-from ..e2e.conftest import Kubectl, Operator, running_on, wait_until
-from .helpers import STEADY, assert_nothing_lost, migrating, migrations_started, started
+from ..e2e.conftest import Kubectl, Operator, migrating, running_on, wait_until
+from .helpers import STEADY, assert_nothing_lost, migrations_started, started
 
 # CI runs a few rounds; the full run (20 or more) is a documented command:
 #   VMMIGRATION_FAULT_ROUNDS=20 .venv/bin/python -m pytest tests/faults -k kill_9 -s

@@ -206,10 +206,7 @@ class ControlPlane:
             link.unlink()
         link.symlink_to(self.bin_dir.resolve(), target_is_directory=True)
         try:
-            etcd = self._start("etcd", command=self._etcd_args())
-            self._wait_etcd(etcd)
-            apiserver = self._start("kube-apiserver", command=self._apiserver_args())
-            self._wait_ready(apiserver)
+            self._start_components()
             self._write_kubeconfig(
                 self.admin_kubeconfig,
                 user={"client-certificate-data": _b64(self.pki / "admin.crt"),
@@ -244,10 +241,7 @@ class ControlPlane:
             _stop_pid(pid, must_contain=self._marker(component), grace_seconds=15.0)
             _reap(pid)
         time.sleep(down_seconds)
-        etcd = self._start("etcd", command=self._etcd_args())
-        self._wait_etcd(etcd)
-        apiserver = self._start("kube-apiserver", command=self._apiserver_args())
-        self._wait_ready(apiserver)
+        self._start_components()
         return time.monotonic() - started
 
     def down(self) -> list[str]:
@@ -427,6 +421,11 @@ class ControlPlane:
             "--profiling=false",
             *self._audit_args(),
         ]
+
+    def _start_components(self) -> None:
+        """etcd, then kube-apiserver once etcd is healthy; returns when the API is ready."""
+        self._wait_etcd(self._start("etcd", command=self._etcd_args()))
+        self._wait_ready(self._start("kube-apiserver", command=self._apiserver_args()))
 
     def _start(self, component: str, *, command: list[str]) -> int:
         # Appended: a restart (a fault in the tests) keeps the earlier run's log.
