@@ -17,3 +17,5 @@ bench:
 	.venv/bin/python bench/migration_bench.py
 	.venv/bin/python bench/operator_bench.py
 	.venv/bin/python bench/scale_bench.py
+	.venv/bin/python bench/fault_bench.py
+	.venv/bin/python bench/probe_bench.py

@@ -192,7 +192,9 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
         cancel.set()
 
     signal.signal(signal.SIGINT, interrupted)
-    engine = Engine(poll_interval_seconds=Settings.from_env().poll_interval_seconds)
+    settings = Settings.from_env()
+    engine = Engine(poll_interval_seconds=settings.poll_interval_seconds,
+                    libvirt_timeout_seconds=settings.libvirt_timeout_seconds)
     run = engine.adopt if adopt else engine.migrate
     trace = Trace(domain=domain)
     began = time.monotonic()

@@ -42,6 +42,11 @@ class Settings:
     # How long one probe may take before the host is reported unreachable: libvirt's
     # client waits forever on a host that accepts connections but never answers.
     probe_timeout_seconds: float = 20.0
+    # How long a libvirt host may stay silent during a migration (connecting, or
+    # mid-call, through libvirt's keepalive) before the call fails and the
+    # migration ends, saying where the VM runs. libvirtd allows its own peer
+    # connections the same 30 s.
+    libvirt_timeout_seconds: float = 30.0
     # How often each VMMigration is re-decided even when nothing woke it.
     resync_interval_seconds: float = 30.0
     # The least time between two progress writes of one migration (API load).
@@ -115,6 +120,8 @@ class Settings:
                                           defaults.probe_interval_seconds, 0.5, 3600),
             probe_timeout_seconds=number("VMMIGRATION_PROBE_TIMEOUT_SECONDS",
                                          defaults.probe_timeout_seconds, 0.1, 600),
+            libvirt_timeout_seconds=number("VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS",
+                                           defaults.libvirt_timeout_seconds, 2, 600),
             resync_interval_seconds=number("VMMIGRATION_RESYNC_INTERVAL_SECONDS",
                                            defaults.resync_interval_seconds, 0.5, 3600),
             progress_interval_seconds=number("VMMIGRATION_PROGRESS_INTERVAL_SECONDS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vmmigration.sandbox.controlplane import ControlPlane
@@ -12,11 +13,36 @@ from vmmigration.sandbox.testbed import Sandbox
 from vmmigration.virt.libvirt_host import Host, VirtError
 
 from ..conftest import GuestWatch
-from ..e2e.conftest import Kubectl, running_on
+from ..e2e.conftest import Kubectl, migrating, running_on, wait_until
 
 # Slow enough (several seconds) that a fault lands in the middle of the copy,
 # and convergent, so a retry succeeds once the fault is gone.
 STEADY = {"mode": "Live", "policy": {"bandwidthMiBPerSecond": 4}}
+
+
+def steady_move(*, kubectl: Kubectl, boot: Callable[..., GuestWatch], vmm: Callable[..., str],
+                name: str) -> GuestWatch:
+    """A running guest on kvm-a, told to move to kvm-b under STEADY, and seen Migrating:
+    the moment the scenarios strike."""
+    watch = boot(name, dirty_mib=24, dirty_rate_mib=1)
+    vmm(name, domain=name, targetHypervisor="kvm-b", **STEADY)
+    migrating(kubectl, name)
+    return watch
+
+
+def blocked(kubectl: Kubectl, name: str, *, timeout: float = 30) -> dict[str, Any]:
+    """The VMMigration's Blocked condition, once it is True."""
+    found: dict[str, Any] = wait_until(
+        lambda: kubectl.condition(name, "Blocked").get("status") == "True"
+        and kubectl.condition(name, "Blocked"), timeout=timeout, what=f"{name} Blocked")
+    return found
+
+
+def assert_failed_on_source(status: dict[str, Any]) -> None:
+    """A failure the status tells truthfully: the VM still on kvm-a, why, and when it retries."""
+    assert status["currentHypervisor"] == "kvm-a", status
+    assert status["lastFailure"]["message"], "a failure must say why"
+    assert status.get("nextAttemptTime"), "a failure must say when it is retried"
 
 
 def domain_state(sandbox: Sandbox, host: int, domain: str) -> str | None:

@@ -3,6 +3,7 @@ target, and the Kubernetes API server itself, each while a real migration runs."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -11,14 +12,17 @@ from vmmigration.sandbox.controlplane import ControlPlane
 from vmmigration.sandbox.testbed import Sandbox
 
 from ..conftest import GuestWatch
-from ..e2e.conftest import Kubectl, Operator, forget, migrating, running_on, wait_until
+from ..e2e.conftest import Kubectl, Operator, forget, running_on, wait_until
 from .helpers import (
     STEADY,
+    assert_failed_on_source,
     assert_nothing_lost,
+    blocked,
     domain_state,
     pause,
     restart_api,
     started,
+    steady_move,
 )
 
 pytestmark = pytest.mark.watchdog(seconds=400)
@@ -27,16 +31,12 @@ pytestmark = pytest.mark.watchdog(seconds=400)
 def test_a_target_libvirtd_killed_mid_migration_leaves_the_vm_on_the_source_and_it_retries_until_the_host_returns(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
-    watch = boot(name, dirty_mib=24, dirty_rate_mib=1)
-    vmm(name, domain=name, targetHypervisor="kvm-b", **STEADY)
-    migrating(kubectl, name)
+    watch = steady_move(kubectl=kubectl, boot=boot, vmm=vmm, name=name)
     target = sandbox.hosts[1]
     sandbox.kill_daemon(target)
     try:
         failed = kubectl.wait_phase(name, "Failed", timeout=90)
-        assert failed["currentHypervisor"] == "kvm-a", failed
-        assert failed["lastFailure"]["message"], "a failure must say why"
-        assert failed.get("nextAttemptTime"), "a failure must say when it is retried"
+        assert_failed_on_source(failed)
         assert running_on(sandbox, name) == ["kvm-a"]
         # While the host is away, the operator keeps the VM where it is and says why.
         pause(6)
@@ -53,9 +53,7 @@ def test_a_target_libvirtd_killed_mid_migration_leaves_the_vm_on_the_source_and_
 def test_a_source_libvirtd_restarted_mid_migration_is_survived_and_the_vm_moves_once(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
-    watch = boot(name, dirty_mib=24, dirty_rate_mib=1)
-    vmm(name, domain=name, targetHypervisor="kvm-b", **STEADY)
-    migrating(kubectl, name)
+    watch = steady_move(kubectl=kubectl, boot=boot, vmm=vmm, name=name)
     source = sandbox.hosts[0]
     sandbox.kill_daemon(source)
     pause(1)
@@ -67,9 +65,7 @@ def test_a_source_libvirtd_restarted_mid_migration_is_survived_and_the_vm_moves_
 def test_the_api_server_and_etcd_restarted_mid_migration_and_the_status_still_ends_right(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator, control_plane: ControlPlane) -> None:
-    watch = boot(name, dirty_mib=24, dirty_rate_mib=1)
-    vmm(name, domain=name, targetHypervisor="kvm-b", **STEADY)
-    migrating(kubectl, name)
+    watch = steady_move(kubectl=kubectl, boot=boot, vmm=vmm, name=name)
     restart_api(control_plane, down_seconds=3)
     placed = assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
                                  placed_on="kvm-b")
@@ -116,9 +112,7 @@ def test_a_hung_target_libvirtd_is_reported_unreachable_nothing_moves_and_the_op
                           timeout=30, what="the hung kvm-b to be reported unreachable")
         assert "answer" in hung["message"], hung
         vmm(name, domain=name, targetHypervisor="kvm-b", **STEADY)
-        blocked = wait_until(lambda: kubectl.condition(name, "Blocked").get("status") == "True"
-                             and kubectl.condition(name, "Blocked"), timeout=30, what="Blocked")
-        assert blocked["reason"] == "TargetUnreachable", blocked
+        assert blocked(kubectl, name)["reason"] == "TargetUnreachable"
         # The hung host holds no one else up: another VM moves to kvm-c meanwhile.
         # (libvirt is read here only on the live hosts: a client of the hung one hangs too.)
         other_watch = boot(other)
@@ -135,3 +129,39 @@ def test_a_hung_target_libvirtd_is_reported_unreachable_nothing_moves_and_the_op
         forget(sandbox, other)
     assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name, placed_on="kvm-b")
     assert started(kubectl, name) == 1
+
+
+def test_a_target_libvirtd_that_hangs_mid_migration_fails_the_move_in_bounded_time_and_the_vm_stays_on_the_source(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str], operator: Operator) -> None:
+    watch = steady_move(kubectl=kubectl, boot=boot, vmm=vmm, name=name)
+    target = sandbox.hosts[1]
+    # SIGSTOP mid-copy: QEMU streams on to the target's QEMU, but the hand-over needs
+    # the target's libvirtd, which never answers. The source libvirtd gives up after
+    # its keepalive (30 s) and runs the VM again; the operator's own calls to the
+    # target fail by its keepalive too, instead of hanging the migration forever.
+    sandbox.freeze_daemon(target)
+    frozen_at = time.monotonic()
+    try:
+        failed = wait_until(lambda: (s := kubectl.status(name)).get("phase") in ("Failed", "Pending")
+                            and s.get("lastFailure") and s, timeout=90,
+                            what="the hung migration to be reported failed")
+        print(f"hung target: reported {failed['phase']} {time.monotonic() - frozen_at:.1f} s after "
+              f"the freeze: {failed['lastFailure']['message']}")
+        assert_failed_on_source(failed)
+        # Only the live hosts are read: a libvirt client of the hung one would wait.
+        assert domain_state(sandbox, 0, name) == "Running"
+        watch.assert_kept_running(after=watch.count())
+        # While the host hangs, nothing is retried into it.
+        assert blocked(kubectl, name)["reason"] == "TargetUnreachable"
+        pause(5)
+        assert started(kubectl, name) == 1
+        assert domain_state(sandbox, 0, name) == "Running"
+    finally:
+        sandbox.freeze_daemon(target, frozen=False)
+    # Thawed, the target discards the half-arrived copy (the source closed the
+    # hand-over), and the retry moves the VM exactly once.
+    placed = assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
+                                 placed_on="kvm-b")
+    assert placed["attempts"] >= 2
+    assert "MigrationFailed" in kubectl.reasons(name)

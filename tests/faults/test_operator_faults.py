@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -19,6 +20,10 @@ from .helpers import STEADY, assert_nothing_lost, migrations_started, started
 #   VMMIGRATION_FAULT_ROUNDS=20 .venv/bin/python -m pytest tests/faults -k kill_9 -s
 ROUNDS = int(os.environ.get("VMMIGRATION_FAULT_ROUNDS", "3"))
 SEED = int(os.environ.get("VMMIGRATION_FAULT_SEED", "20261130"))
+# bench/fault_bench.py runs the same rounds with no kill as its baseline, and reads
+# the rounds from this file.
+KILL = os.environ.get("VMMIGRATION_FAULT_KILL", "1") != "0"
+REPORT = os.environ.get("VMMIGRATION_FAULT_REPORT")
 # A move under STEADY takes about 8 s after the spec changes. Half the kills land in its
 # first 0.6 s (validation, the attempt written, libvirt being asked), the rest anywhere
 # up to a little after it has ended.
@@ -44,28 +49,35 @@ def test_kill_9_of_the_operator_at_random_points_loses_no_vm_and_moves_each_one_
         changed = time.monotonic()
         delay = rng.uniform(0.0, EARLY_SECONDS if rng.random() < 0.5 else KILL_WINDOW_SECONDS)
         time.sleep(delay)
-        operator.kill9()
+        if KILL:
+            operator.kill9()
         killed_after = time.monotonic() - changed
         # Read after the kill: the last phase the killed operator wrote.
         seen = kubectl.status(name).get("phase")
         generation = kubectl.get("vmmigration", name)["metadata"]["generation"]
-        operator.start()
+        if KILL:
+            operator.start()
         placed = wait_until(
             lambda: (s := kubectl.status(name)).get("phase") == "Placed"
             and s.get("observedGeneration") == generation and s, timeout=150,
             what=f"round {round_}: {name} placed on {target}")
+        placed_after = time.monotonic() - changed
         jobs = migrations_started(operator.logs(), name) - before
         where = running_on(sandbox, name)
-        rows.append({"round": round_, "killed after": f"{killed_after:.2f} s", "phase at kill": seen,
+        rows.append({"round": round_, "killed after": f"{killed_after:.2f} s" if KILL else "-",
+                     "placed after": f"{placed_after:.1f} s", "phase at kill": seen,
                      "libvirt jobs": jobs, "started events": started(kubectl, name) - events_before,
                      "running on": where, "status says": placed["currentHypervisor"]})
         assert where == [target], rows[-1]
         assert placed["currentHypervisor"] == target, rows[-1]
-    report = [f"kill -9 at random points, seed {SEED}: {ROUNDS} rounds"]
+    if REPORT:
+        with open(REPORT, "w", encoding="utf-8") as out:
+            json.dump({"seed": SEED, "kill": KILL, "rounds": rows}, out, indent=1)
+    report = [f"kill -9 at random points, seed {SEED}: {ROUNDS} rounds" + ("" if KILL else ", no kill")]
     report += [" | ".join(f"{k}: {v}" for k, v in row.items()) for row in rows]
     double = sum(1 for row in rows if row["libvirt jobs"] > 1)  # type: ignore[operator]
     lost = sum(1 for row in rows if len(row["running on"]) != 1)  # type: ignore[arg-type]
-    report.append(f"migrations: {ROUNDS}, kills: {ROUNDS}, double moves: {double}, lost VMs: {lost}")
+    report.append(f"migrations: {ROUNDS}, kills: {ROUNDS if KILL else 0}, double moves: {double}, lost VMs: {lost}")
     print("\n".join(report))
     assert double == 0 and lost == 0, "\n".join(report)
     watch.assert_kept_running(after=watch.count())

@@ -32,8 +32,15 @@ def test_every_variable_is_read() -> None:
         pytest.param({"VMMIGRATION_ACCEL": "hvf"}, "VMMIGRATION_ACCEL must be auto, kvm or tcg", id="accel"),
         pytest.param({"VMMIGRATION_POLL_INTERVAL_SECONDS": "fast"}, "must be a number of seconds", id="nan"),
         pytest.param({"VMMIGRATION_POLL_INTERVAL_SECONDS": "0"}, "must be 0.05 to 10", id="zero-poll"),
+        pytest.param({"VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS": "1"},
+                     "VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS must be 2 to 600", id="libvirt-timeout"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_variable_name(env: dict[str, str], words: str) -> None:
     with pytest.raises(SettingsError, match=words):
         Settings.from_env(env)
+
+
+def test_the_libvirt_timeout_is_read_and_defaults_to_libvirtds_own_keepalive() -> None:
+    assert Settings().libvirt_timeout_seconds == 30
+    assert Settings.from_env({"VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS": "12"}).libvirt_timeout_seconds == 12

@@ -111,15 +111,19 @@ def _memory(previous: Mapping[str, Any]) -> Memory:
 class Runtime:
     def __init__(self, *, settings: Settings, kube: Kube, post_event: EventPoster,
                  engine: Engine | None = None, clock: Callable[[], float] = time.time,
-                 prober: Callable[[str], HostReport] = inventory.probe,
+                 prober: Callable[[str], HostReport] | None = None,
                  metrics: _metrics.Metrics | None = None) -> None:
         self.settings = settings
         # A registry of its own unless given one: two runtimes in one test must not clash.
         self.metrics = metrics or _metrics.Metrics.isolated()
-        self.prober = prober
+        # Kept connections; a probe thread gives up on a silent host by the probe
+        # timeout too, not only the runtime waiting for it.
+        self.prober = prober or inventory.Prober(
+            timeout_seconds=min(settings.probe_timeout_seconds, settings.libvirt_timeout_seconds))
         self.kube = kube
         self.post_event = post_event
-        self.engine = engine or Engine(poll_interval_seconds=settings.poll_interval_seconds)
+        self.engine = engine or Engine(poll_interval_seconds=settings.poll_interval_seconds,
+                                       libvirt_timeout_seconds=settings.libvirt_timeout_seconds)
         self.clock = clock
         self.hypervisors: dict[str, HypervisorView] = {}
         self.claims: dict[str, Claim] = {}

@@ -35,6 +35,7 @@ from vmmigration.placement import Location
 from vmmigration.prechecks import Finding
 from vmmigration.virt import aftermath
 from vmmigration.virt.libvirt_host import (
+    DEFAULT_TIMEOUT_SECONDS,
     Host,
     HostUnreachable,
     MigrationAborted,
@@ -97,25 +98,29 @@ class Plan:
     precreate: tuple[DiskImage, ...] = ()
 
 
-def _connect(uri: str, *, role: str) -> Host:
+def _connect(uri: str, *, role: str, timeout_seconds: float) -> Host:
     try:
-        return Host(uri)
+        return Host(uri, timeout_seconds=timeout_seconds)
     except HostUnreachable as error:
         reason = "SourceUnreachable" if role == "source" else "TargetUnreachable"
         raise PrecheckFailed([Finding(reason, f"{role} {uri} is unreachable: {error}")]) from error
 
 
 @contextlib.contextmanager
-def _connected(request: MigrationRequest) -> Iterator[tuple[Host, Host]]:
+def _connected(request: MigrationRequest, *, timeout_seconds: float) -> Iterator[tuple[Host, Host]]:
     """Both hosts, or PrecheckFailed naming the one that cannot be reached."""
-    with _connect(request.source_uri, role="source") as source, \
-            _connect(request.target_uri, role="target") as target:
+    with _connect(request.source_uri, role="source", timeout_seconds=timeout_seconds) as source, \
+            _connect(request.target_uri, role="target", timeout_seconds=timeout_seconds) as target:
         yield source, target
 
 
 class Engine:
-    def __init__(self, *, poll_interval_seconds: float = 0.5) -> None:
+    def __init__(self, *, poll_interval_seconds: float = 0.5,
+                 libvirt_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.poll_interval_seconds = poll_interval_seconds
+        # A host silent this long fails the call: a target that hangs mid-migration
+        # ends in a failure that says where the VM runs, not a migration stuck forever.
+        self.libvirt_timeout_seconds = libvirt_timeout_seconds
 
     # ---- pre-checks -------------------------------------------------------
 
@@ -180,7 +185,7 @@ class Engine:
         visible before anything moves. migrate() checks again (cheaply) in
         case the world changed in between.
         """
-        with _connected(request) as (source, target):
+        with _connected(request, timeout_seconds=self.libvirt_timeout_seconds) as (source, target):
             return self.plan(request, source=source, target=target).mode
 
     # ---- the migration ----------------------------------------------------
@@ -193,7 +198,7 @@ class Engine:
         cancel: threading.Event | None = None,
         detach: threading.Event | None = None,
     ) -> MigrationResult:
-        with _connected(request) as (source, target):
+        with _connected(request, timeout_seconds=self.libvirt_timeout_seconds) as (source, target):
             plan = self.plan(request, source=source, target=target)
             return self._run(request, plan, source=source, target=target, on_update=on_update,
                              cancel=cancel or threading.Event(), detach=detach)
@@ -213,7 +218,7 @@ class Engine:
         MigrationError (with where the VM runs) if not. Raises NoJobToAdopt when
         no job runs; :func:`aftermath.inspect` then tells what happened.
         """
-        with _connected(request) as (source, target):
+        with _connected(request, timeout_seconds=self.libvirt_timeout_seconds) as (source, target):
             name = request.domain
             found = aftermath.inspect(domain=name, source=source, target=target)
             if not found.job_active or found.source is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from vmmigration.model import (
     JobProgress,
     PauseReason,
     PowerState,
+    display_uri,
 )
 from vmmigration.planner import MigrationFlags
 from vmmigration.prechecks import CpuVerdict
@@ -77,7 +79,10 @@ def _mapped(error: libvirt.libvirtError, default: type[VirtError] = VirtError) -
         return MigrationUnsafe(message)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return OperationInvalid(message)
-    if code in _UNREACHABLE and default is not MigrationFailed:
+    # A connection libvirt's keepalive closed ("connection closed due to keepalive
+    # timeout", then "client socket is closed") is an internal error of its RPC layer.
+    lost = code == libvirt.VIR_ERR_INTERNAL_ERROR and error.get_error_domain() == libvirt.VIR_FROM_RPC
+    if (code in _UNREACHABLE or lost) and default is not MigrationFailed:
         return HostUnreachable(message)
     return default(message)
 
@@ -160,17 +165,101 @@ def progress_from_stats(stats: dict[str, Any]) -> JobProgress:
     )
 
 
-class Host:
-    """One libvirt connection, with the verbs vmmigration needs."""
+# How long a libvirt host may stay silent before we give up on it: the time to
+# connect, and, through libvirt's keepalive, the silence allowed on a connection
+# (libvirtd gives its own peer-to-peer connections the same 30 s: 5 s x 5).
+DEFAULT_TIMEOUT_SECONDS = 30.0
+KEEPALIVE_COUNT = 5
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _ensure_event_loop() -> None:
+    """Run libvirt's default event loop in a thread of its own, once per process.
+
+    libvirt's client sends keepalive messages only when an event loop is
+    registered, and must have it before the first connection is opened.
+    Without keepalive a call to a host that hangs (a stopped libvirtd, a host
+    gone from the network without a reset) blocks forever.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _open(uri: str, *, timeout_seconds: float) -> libvirt.virConnect:
+    """libvirt.open(), given up after ``timeout_seconds``.
+
+    libvirt's client has no connect timeout: a host that accepts the TCP
+    connection and never answers holds virConnectOpen forever. The opening
+    runs in a thread of its own; if we stop waiting, that thread closes
+    whatever it opens later, so nothing leaks but the thread, for as long as
+    the host hangs.
+    """
+    lock = threading.Lock()
+    outcome: list[libvirt.virConnect | libvirt.libvirtError] = []
+    abandoned = False
+
+    def opener() -> None:
         try:
-            self._conn = libvirt.open(uri)
+            result: libvirt.virConnect | libvirt.libvirtError = libvirt.open(uri)
         except libvirt.libvirtError as error:
-            raise HostUnreachable(
-                f"cannot connect to {uri}: {error.get_error_message() or error}"
-            ) from error
+            result = error
+        with lock:
+            if not abandoned:
+                outcome.append(result)
+                return
+        if isinstance(result, libvirt.virConnect):
+            with contextlib.suppress(libvirt.libvirtError):
+                result.close()
+
+    thread = threading.Thread(target=opener, name=f"libvirt-open {display_uri(uri)}", daemon=True)
+    thread.start()
+    thread.join(timeout_seconds)
+    with lock:
+        if not outcome:
+            abandoned = True
+            raise HostUnreachable(f"cannot connect to {display_uri(uri)}: libvirt did not "
+                                  f"answer within {timeout_seconds:g} s")
+    result = outcome[0]
+    if isinstance(result, libvirt.libvirtError):
+        raise HostUnreachable(
+            f"cannot connect to {uri}: {result.get_error_message() or result}") from result
+    return result
+
+
+def _connection(uri: str, *, timeout_seconds: float) -> libvirt.virConnect:
+    """A connection that fails, rather than hangs, once its host is silent for the timeout."""
+    _ensure_event_loop()
+    conn = _open(uri, timeout_seconds=timeout_seconds)
+    # Local drivers (test:///) have no keepalive; they cannot hang on a peer.
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.setKeepAlive(max(1, round(timeout_seconds / (KEEPALIVE_COUNT + 1))), KEEPALIVE_COUNT)
+    return conn
+
+
+class Host:
+    """One libvirt connection, with the verbs vmmigration needs.
+
+    Every call on it either answers or fails within about ``timeout_seconds``
+    of the host falling silent (libvirt's keepalive closes the connection),
+    so a hung host costs a migration a bounded wait, never a stuck thread.
+    """
+
+    def __init__(self, uri: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.uri = uri
+        self.timeout_seconds = timeout_seconds
+        self._conn = _connection(uri, timeout_seconds=timeout_seconds)
 
     def close(self) -> None:
         with contextlib.suppress(libvirt.libvirtError):
@@ -429,7 +518,10 @@ class Host:
                 dom.migrateToURI3(peer_uri(target_uri), params, flag_bits(flags))
             else:
                 # Managed direct migration: the client drives both ends.
-                target = libvirt.open(target_uri)
+                try:
+                    target = _connection(target_uri, timeout_seconds=self.timeout_seconds)
+                except HostUnreachable as error:
+                    raise MigrationFailed(str(error)) from error
                 try:
                     dom.migrate3(target, params, flag_bits(flags))
                 finally:

@@ -1,0 +1,46 @@
+"""libvirt's many error codes become a few typed errors; a lost connection is an unreachable host."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+
+from vmmigration.virt.libvirt_host import (
+    DomainNotFound,
+    HostUnreachable,
+    MigrationFailed,
+    VirtError,
+    _mapped,
+)
+
+
+def error(code: int, domain: int, message: str) -> libvirt.libvirtError:
+    made = libvirt.libvirtError(message)
+    # libvirt-python reads code, domain and message from this tuple.
+    made.err = (code, domain, message, libvirt.VIR_ERR_ERROR, None, None, None, -1, -1)
+    return made
+
+
+@pytest.mark.parametrize("message", ["connection closed due to keepalive timeout",
+                                     "client socket is closed"])
+def test_a_connection_closed_by_keepalive_is_an_unreachable_host(message: str) -> None:
+    mapped = _mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC, message))
+    assert isinstance(mapped, HostUnreachable)
+    assert str(mapped) == message
+
+
+def test_an_internal_error_outside_the_rpc_layer_stays_a_plain_failure() -> None:
+    mapped = _mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, "qemu said no"))
+    assert type(mapped) is VirtError
+
+
+def test_a_lost_connection_during_a_migration_is_a_failed_migration_not_an_unreachable_host() -> None:
+    # The migrate call's errors say the migration failed; where the VM runs is read afterwards.
+    mapped = _mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC,
+                           "connection closed due to keepalive timeout"), MigrationFailed)
+    assert type(mapped) is MigrationFailed
+
+
+def test_a_missing_domain_is_domain_not_found() -> None:
+    assert isinstance(_mapped(error(libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_FROM_QEMU, "no domain")),
+                      DomainNotFound)
