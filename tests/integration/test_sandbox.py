@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from vmmigration.config import CACHE
 from vmmigration.sandbox import daemons
 from vmmigration.sandbox.testbed import Sandbox
@@ -44,6 +46,24 @@ def test_up_recovers_from_a_killed_run_and_down_stops_only_its_own_processes() -
         assert not any(_answers(d.uri) for d in hosts), "a daemon survived down"
     finally:
         decoy.kill()
+        box.down()
+
+
+def test_a_test_bed_that_fails_half_way_up_stops_the_daemons_it_had_started(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    box = Sandbox(root=CACHE / "leftover-sandbox", count=2, subnet=3)
+
+    def broken(_self: Sandbox, _daemon: daemons.Daemon) -> None:
+        assert daemons.daemon_pid(box.hosts[0]) is not None, "the first daemon should be up by now"
+        raise RuntimeError("a step after the first daemon started failed")
+
+    monkeypatch.setattr(Sandbox, "_prime_capabilities", broken)
+    try:
+        with pytest.raises(RuntimeError, match="half|after the first daemon"):
+            box.up()
+        assert all(daemons.daemon_pid(d) is None for d in box.hosts), "a daemon outlived the failed up"
+        assert not any(_answers(d.uri) for d in box.hosts)
+    finally:
         box.down()
 
 

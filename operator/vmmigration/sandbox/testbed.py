@@ -68,8 +68,20 @@ class Sandbox:
     # ---- life cycle -------------------------------------------------------
 
     def up(self) -> dict[str, object]:
-        """Start every host from a clean state and return the status."""
+        """Start every host from a clean state and return the status.
+
+        If any step fails, the daemons already started are stopped again: a
+        half-built test bed would otherwise hold its addresses (and the next
+        run's "another test bed answers here" check would refuse to start).
+        """
         self.down()
+        try:
+            return self._build()
+        except BaseException:
+            self.down()
+            raise
+
+    def _build(self) -> dict[str, object]:
         for sub in (self.images, self.serial_dir, self.shared / "guest"):
             sub.mkdir(parents=True, exist_ok=True)
         for daemon in self.hosts:
