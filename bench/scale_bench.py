@@ -355,7 +355,7 @@ def main() -> None:
             kubeconfig=plane.service_account_kubeconfig(
                 namespace="vmmigration-system", name="vmmigration-operator",
                 path=logs / "operator.kubeconfig"),
-            log_dir=logs, verbose=False,
+            log_dir=logs, verbose=bool(os.environ.get("VMMIGRATION_BENCH_VERBOSE")),
             env={"VMMIGRATION_MAX_CONCURRENT_MIGRATIONS": str(args.max_concurrent),
                  "VMMIGRATION_METRICS_ADDRESS": ADDRESS,
                  "VMMIGRATION_METRICS_PORT": str(metrics_port)})

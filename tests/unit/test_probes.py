@@ -73,3 +73,35 @@ def test_once_the_host_answers_again_it_is_probed_and_reachable() -> None:
     again = asyncio.run(runtime.probe("hung"))
     assert again is not None and again.reachable
     assert calls.count(HUNG) == 2
+
+
+def test_a_reprobe_while_a_probe_runs_waits_for_it_and_reads_the_host_afresh_instead_of_calling_it_unreachable() -> None:
+    # A migration ends while the timer's probe of its target is still reading the host.
+    reads: list[float] = []
+    slow = threading.Event()
+
+    def prober(uri: str) -> HostReport:
+        reads.append(time.monotonic())
+        if len(reads) == 1:
+            slow.wait(5)  # the timer's probe, a little slow (under load, or a big host)
+        return HostReport(reachable=True, probed_at=time.time())
+
+    runtime = Runtime(settings=Settings(probe_timeout_seconds=5), kube=FakeKube(),
+                      post_event=lambda *a, **k: None, prober=prober)
+    runtime.hypervisor_seen(HypervisorSpec(name="kvm-b", uri="qemu+tcp://127.0.0.3/system"))
+
+    async def both() -> tuple[HostReport | None, HostReport | None]:
+        timer = asyncio.ensure_future(runtime.probe("kvm-b"))
+        await asyncio.sleep(0.1)
+        reprobe = asyncio.ensure_future(runtime.probe("kvm-b"))
+        await asyncio.sleep(0.2)
+        released = time.monotonic()
+        slow.set()
+        first, second = await timer, await reprobe
+        assert reads[-1] >= released, "the re-probe reused a read from before the migration ended"
+        return first, second
+
+    first, second = asyncio.run(both())
+    assert first is not None and first.reachable
+    assert second is not None and second.reachable, second.error if second else None
+    assert len(reads) == 2
