@@ -6,7 +6,7 @@ demo:
 	scripts/demo
 
 demo-down:
-	.venv/bin/vmmigration demo down
+	.venv/bin/vmmigration-testbed demo down
 
 test:
 	scripts/bootstrap

@@ -26,12 +26,12 @@ from pathlib import Path
 # The baseline is libvirt itself, so this script (unlike the package) calls it directly.
 import libvirt
 
-from vmmigration.config import CACHE
-from vmmigration.model import MigrationRequest, Mode, OnTimeout, Policy
-from vmmigration.sandbox import guest
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.engine import Engine
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.config import CACHE
+from vmmigration.core.model import MigrationRequest, Mode, OnTimeout, Policy
+from vmtestbed import guest
+from vmtestbed.testbed import Sandbox
+from vmmigration.adapters.libvirt import engine
+from vmtestbed.hosts import Host
 
 Sample = tuple[float, float]  # wall seconds, downtime ms
 RAW_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
@@ -46,7 +46,7 @@ def downtime_on(uri: str, name: str) -> float:
 
 def by_engine(name: str, src: str, dst: str, policy: Policy = Policy(), mode: Mode = Mode.LIVE) -> Sample:
     started = time.monotonic()
-    result = Engine().migrate(MigrationRequest(domain=name, source_uri=src, target_uri=dst,
+    result = engine().migrate(MigrationRequest(domain=name, source_uri=src, target_uri=dst,
                                                mode=mode, policy=policy))
     wall = time.monotonic() - started
     return wall, float(result.downtime_ms) if result.downtime_ms is not None else float("nan")

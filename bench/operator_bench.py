@@ -27,12 +27,12 @@ from pathlib import Path
 import kubernetes
 import libvirt
 
-from vmmigration.config import CACHE
-from vmmigration.sandbox import guest
-from vmmigration.sandbox.controlplane import ControlPlane, binaries
-from vmmigration.sandbox.operator_process import OperatorProcess
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.config import CACHE
+from vmtestbed import guest
+from vmtestbed.controlplane import ControlPlane, binaries
+from vmtestbed.operator_process import OperatorProcess
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER

@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vmmigration.config import CACHE
-from vmmigration.model import HostReport
-from vmmigration.sandbox.daemons import CA_CERT, CLIENT_CERT, CLIENT_KEY, daemon_pid
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt import inventory
+from vmmigration.core.config import CACHE
+from vmmigration.core.model import HostReport
+from vmtestbed.daemons import CA_CERT, CLIENT_CERT, CLIENT_KEY, daemon_pid
+from vmtestbed.testbed import Sandbox
+from vmmigration.adapters import libvirt as virt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_bench import write_test_hosts  # noqa: E402  (the scale bench's simulated hosts)
@@ -92,8 +92,8 @@ def main() -> None:
         print(f"{'host':30}{'way':8}{'wall ms':>10}{'our CPU ms':>12}{'libvirtd CPU ms':>17}")
         ratios = []
         for label, uri, pid in targets:
-            fresh = measure(inventory.probe, uri, probes=args.probes, daemon=pid)
-            prober = inventory.Prober()
+            fresh = measure(virt.probe_once, uri, probes=args.probes, daemon=pid)
+            prober = virt.prober()
             try:
                 kept = measure(prober, uri, probes=args.probes, daemon=pid)
             finally:

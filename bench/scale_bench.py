@@ -45,10 +45,10 @@ from typing import Any
 
 import kubernetes
 
-from vmmigration.config import CACHE
-from vmmigration.sandbox.controlplane import ControlPlane, binaries
-from vmmigration.sandbox.operator_process import OperatorProcess
-from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.core.config import CACHE
+from vmtestbed.controlplane import ControlPlane, binaries
+from vmtestbed.operator_process import OperatorProcess
+from vmtestbed.testbed import Sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = CACHE / "bench-scale"

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.config import Settings
-from vmmigration.sandbox import guest
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host, VirtError
+from vmmigration.core.config import Settings
+from vmtestbed import guest
+from vmtestbed.daemons import Daemon
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
+from vmmigration.core.errors import VirtError
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

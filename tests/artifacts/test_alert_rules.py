@@ -7,7 +7,7 @@ import subprocess
 
 import yaml
 
-from vmmigration.metrics import Metrics
+from vmmigration.adapters.prometheus import Metrics
 
 from .conftest import CHART, ROOT
 from .test_dashboard import exported_names

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from vmmigration.metrics import Metrics
+from vmmigration.adapters.prometheus import Metrics
 
 from .conftest import CHART
 

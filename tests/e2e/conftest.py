@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from vmmigration.config import Settings
-from vmmigration.sandbox.controlplane import ControlPlane, binaries
-from vmmigration.sandbox.operator_process import OperatorProcess
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host, VirtError
+from vmmigration.core.config import Settings
+from vmtestbed.controlplane import ControlPlane, binaries
+from vmtestbed.operator_process import OperatorProcess
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
+from vmmigration.core.errors import VirtError
 
 from ..conftest import TEST_SUBNET
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.sandbox.controlplane import REPO_ROOT, ControlPlane, binaries
+from vmtestbed.controlplane import REPO_ROOT, ControlPlane, binaries
 
 pytestmark = pytest.mark.e2e
 

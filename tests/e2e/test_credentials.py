@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vmmigration.sandbox.testbed import Sandbox
+from vmtestbed.testbed import Sandbox
 
 from .conftest import NAMESPACE, Kubectl, Operator, wait_until
 

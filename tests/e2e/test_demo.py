@@ -18,7 +18,7 @@ from .conftest import REPO
 def test_the_demo_moves_both_example_vms_under_the_operator_and_tells_the_user_where_to_look(
         tmp_path: Path) -> None:
     env = {**os.environ, "VMMIGRATION_SANDBOX_DIR": str(tmp_path / "demo-sandbox")}
-    vmmigration = [sys.executable, "-m", "vmmigration.cli"]
+    testbed = [sys.executable, "-m", "vmtestbed.cli"]
     try:
         shown = subprocess.run([str(REPO / "scripts" / "demo")], cwd=REPO, env=env, capture_output=True,
                                text=True, timeout=600)
@@ -36,7 +36,7 @@ def test_the_demo_moves_both_example_vms_under_the_operator_and_tells_the_user_w
         assert "Live/succeeded: 1" in out and "LiveSuspended/succeeded: 1" in out
         assert "export KUBECONFIG=" in out and "/metrics" in out and "make demo-down" in out
     finally:
-        down = subprocess.run([*vmmigration, "demo", "down"], cwd=REPO, env=env, capture_output=True,
+        down = subprocess.run([*testbed, "demo", "down"], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert "kube-apiserver" in down.stdout and "libvirtd" in down.stdout

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from vmmigration.model import MigrationRequest, Mode
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.engine import Engine
+from vmmigration.core.model import MigrationRequest, Mode
+from vmtestbed.testbed import Sandbox
+from vmmigration.adapters.libvirt import engine
 
 from ..conftest import GuestWatch
 from .conftest import Kubectl, forget, running_on, wait_until
@@ -17,7 +17,7 @@ from .conftest import Kubectl, forget, running_on, wait_until
 
 def move_by_hand(sandbox: Sandbox, domain: str, *, source: int, target: int) -> None:
     """What an admin does behind the operator's back: a plain live migration."""
-    Engine().migrate(MigrationRequest(domain=domain, source_uri=sandbox.hosts[source].uri,
+    engine().migrate(MigrationRequest(domain=domain, source_uri=sandbox.hosts[source].uri,
                                       target_uri=sandbox.hosts[target].uri, mode=Mode.LIVE))
 
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vmmigration.sandbox.testbed import Sandbox
+from vmtestbed.testbed import Sandbox
 
 from ..artifacts.test_gitops_health import ARGO, health
 from ..conftest import GuestWatch

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmmigration.config import Settings
-from vmmigration.sandbox.controlplane import ControlPlane, binaries
-from vmmigration.sandbox.operator_process import OperatorProcess
-from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.core.config import Settings
+from vmtestbed.controlplane import ControlPlane, binaries
+from vmtestbed.operator_process import OperatorProcess
+from vmtestbed.testbed import Sandbox
 
 from ..conftest import GuestWatch, cached_tool
 from .conftest import OPERATOR_ENV, REPO, Kubectl, _free_port, running_on, wait_until

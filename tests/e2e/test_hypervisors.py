@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from vmmigration.sandbox.controlplane import ControlPlane
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host
+from vmtestbed.controlplane import ControlPlane
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
 
 from ..conftest import GuestWatch
 from .conftest import Kubectl, Operator, wait_until

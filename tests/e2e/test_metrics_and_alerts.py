@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from vmmigration.config import Settings
-from vmmigration.sandbox.prometheus import PrometheusServer
-from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.core.config import Settings
+from vmtestbed.prometheus import PrometheusServer
+from vmtestbed.testbed import Sandbox
 
 from ..conftest import GuestWatch
 from .conftest import (

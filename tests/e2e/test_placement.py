@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vmmigration.sandbox.testbed import Sandbox
+from vmtestbed.testbed import Sandbox
 
 from ..conftest import GuestWatch
 from .conftest import REPO, Kubectl, Operator, forget, running_on, wait_until, where

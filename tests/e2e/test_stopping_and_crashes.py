@@ -7,8 +7,9 @@ import json
 import threading
 from collections.abc import Callable
 
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host, VirtError
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
+from vmmigration.core.errors import VirtError
 
 from ..conftest import GuestWatch
 from .conftest import Kubectl, Operator, forget, migrating, running_on, wait_until

@@ -27,11 +27,12 @@ from typing import Any
 import pytest
 import yaml
 
-from vmmigration.sandbox.controlplane import ControlPlane
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.sandbox.pki import Certificate, ensure_ca, issue
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host, HostUnreachable
+from vmtestbed.controlplane import ControlPlane
+from vmtestbed.daemons import Daemon
+from vmtestbed.pki import Certificate, ensure_ca, issue
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
+from vmmigration.core.errors import HostUnreachable
 
 from ..conftest import GuestWatch
 from .conftest import (

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from vmmigration.config import Settings
-from vmmigration.sandbox.controlplane import ControlPlane, binaries
-from vmmigration.sandbox.testbed import Sandbox
+from vmmigration.core.config import Settings
+from vmtestbed.controlplane import ControlPlane, binaries
+from vmtestbed.testbed import Sandbox
 
 from ..conftest import REPO
 from ..e2e.conftest import HOSTS, OPERATOR_ENV, Kubectl, Operator, _free_port, start_operator

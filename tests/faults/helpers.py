@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vmmigration.sandbox.controlplane import ControlPlane
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host, VirtError
+from vmtestbed.controlplane import ControlPlane
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
+from vmmigration.core.errors import VirtError
 
 from ..conftest import GuestWatch
 from ..e2e.conftest import Kubectl, migrating, running_on, wait_until

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from vmmigration.sandbox.controlplane import ControlPlane
-from vmmigration.sandbox.testbed import Sandbox
+from vmtestbed.controlplane import ControlPlane
+from vmtestbed.testbed import Sandbox
 
 from ..conftest import GuestWatch
 from ..e2e.conftest import Kubectl, Operator, forget, running_on, wait_until

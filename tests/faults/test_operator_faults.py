@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from vmmigration.sandbox.testbed import Sandbox
+from vmtestbed.testbed import Sandbox
 
 from ..conftest import GuestWatch
 from ..e2e.conftest import Kubectl, Operator, migrating, running_on, wait_until

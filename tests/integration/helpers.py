@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from vmmigration.model import MigrationRequest
-from vmmigration.sandbox.daemons import Daemon
+from vmmigration.core.model import MigrationRequest
+from vmtestbed.daemons import Daemon
 
 
 def request(name: str, source: Daemon, target: Daemon, **kwargs: object) -> MigrationRequest:

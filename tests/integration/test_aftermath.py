@@ -12,12 +12,13 @@ import time
 
 import pytest
 
-from vmmigration.model import EffectiveMode, JobProgress, MigrationRequest, OnTimeout, Policy, PowerState
-from vmmigration.placement import Location
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.virt import aftermath
-from vmmigration.virt.engine import Detached, Engine, NoJobToAdopt, PrecheckFailed
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.model import EffectiveMode, JobProgress, MigrationRequest, OnTimeout, Policy, PowerState
+from vmmigration.core.location import Location
+from vmtestbed.daemons import Daemon
+from vmmigration.service import aftermath
+from vmmigration.service.engine import Detached, NoJobToAdopt, PrecheckFailed
+from vmmigration.adapters.libvirt import engine
+from vmtestbed.hosts import Host
 
 _IDLE = JobProgress(elapsed_seconds=0)
 
@@ -86,13 +87,13 @@ def test_a_restarted_process_adopts_the_orphaned_job_and_escalates_it_to_complet
 
     # A second migration is refused while the orphan still moves the VM.
     with pytest.raises(PrecheckFailed) as refused:
-        Engine().migrate(MigrationRequest(domain=name, source_uri=source_host.uri,
+        engine().migrate(MigrationRequest(domain=name, source_uri=source_host.uri,
                                           target_uri=target_host.uri))
     assert refused.value.reasons == ["MigrationInProgress"]
 
     policy = Policy(on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=3,
                     completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
-    result = Engine().adopt(MigrationRequest(domain=name, source_uri=source_host.uri,
+    result = engine().adopt(MigrationRequest(domain=name, source_uri=source_host.uri,
                                              target_uri=target_host.uri, policy=policy))
     at_move = vm.count()
 
@@ -107,7 +108,7 @@ def test_adopting_when_no_job_runs_changes_nothing_and_says_where_the_vm_is(
 ) -> None:
     boot(name)
     with pytest.raises(NoJobToAdopt, match="it is on the source") as caught:
-        Engine().adopt(MigrationRequest(domain=name, source_uri=source_host.uri,
+        engine().adopt(MigrationRequest(domain=name, source_uri=source_host.uri,
                                         target_uri=target_host.uri))
     assert caught.value.found.location is Location.SOURCE
     assert source.summary(name).state is PowerState.RUNNING
@@ -126,7 +127,7 @@ def test_a_detached_watch_lets_go_without_touching_the_job_and_an_adopter_finish
 
     def first_watcher() -> None:
         try:
-            Engine().migrate(request, detach=detach)
+            engine().migrate(request, detach=detach)
         except BaseException as error:
             raised.append(error)
 
@@ -142,7 +143,7 @@ def test_a_detached_watch_lets_go_without_touching_the_job_and_an_adopter_finish
     time.sleep(5)
     assert source.job(name) is not None, "the detached watcher still acted on the job"
 
-    result = Engine().adopt(dataclasses.replace(request, policy=Policy(
+    result = engine().adopt(dataclasses.replace(request, policy=Policy(
         on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=2, bandwidth_mib_per_s=8)))
     assert result.mode is EffectiveMode.LIVE_SUSPENDED
     assert target.summary(name).state is PowerState.RUNNING

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-from vmmigration.cli import EXIT_ABORTED
-from vmmigration.model import PowerState
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.cli.common import EXIT_ABORTED
+from vmmigration.core.model import PowerState
+from vmtestbed.daemons import Daemon
+from vmtestbed.hosts import Host
 
 
 def cli(*args: str) -> list[str]:
@@ -59,7 +59,7 @@ def test_ctrl_c_aborts_the_migration_and_the_vm_keeps_running_on_the_source(
 def test_a_recorded_hybrid_migration_is_plotted_with_its_switch_over_marked(
     boot, name: str, source_host: Daemon, target_host: Daemon, target: Host, tmp_path  # type: ignore[no-untyped-def]
 ) -> None:
-    from vmmigration.trace import Trace
+    from vmmigration.core.trace import Trace
 
     vm = boot(name, dirty_mib=32, dirty_rate_mib=32)
     recording, png = tmp_path / "move.json", tmp_path / "move.png"

@@ -10,11 +10,12 @@ import threading
 
 import pytest
 
-from vmmigration.model import EffectiveMode, Mode, OnTimeout, PauseReason, Policy, PowerState
-from vmmigration.placement import Location
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.virt.engine import Engine, MigrationCancelled, MigrationTimedOut, Update
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.model import EffectiveMode, Mode, OnTimeout, PauseReason, Policy, PowerState
+from vmmigration.core.location import Location
+from vmtestbed.daemons import Daemon
+from vmmigration.service.engine import MigrationCancelled, MigrationTimedOut, Update
+from vmmigration.adapters.libvirt import engine
+from vmtestbed.hosts import Host
 
 from .helpers import request
 
@@ -32,7 +33,7 @@ def test_hybrid_suspends_the_source_and_the_vm_resumes_running_on_the_target(
 ) -> None:
     vm = boot(name, **HOT)
     notes: list[str] = []
-    result = Engine().migrate(
+    result = engine().migrate(
         request(name, source_host, target_host, mode=Mode.LIVE, policy=stuck_policy(OnTimeout.SUSPEND)),
         on_update=lambda u: notes.append(u.note) if u.note else None,
     )
@@ -52,7 +53,7 @@ def test_post_copy_finishes_a_migration_that_cannot_converge_live(
     boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
 ) -> None:
     vm = boot(name, **HOT)
-    result = Engine().migrate(
+    result = engine().migrate(
         request(name, source_host, target_host, mode=Mode.LIVE, policy=stuck_policy(OnTimeout.POST_COPY))
     )
     at_move = vm.count()
@@ -70,7 +71,7 @@ def test_abort_on_timeout_leaves_the_vm_running_on_the_source(
 ) -> None:
     vm = boot(name, **HOT)
     with pytest.raises(MigrationTimedOut, match="did not converge") as caught:
-        Engine().migrate(
+        engine().migrate(
             request(name, source_host, target_host, mode=Mode.LIVE, policy=stuck_policy(OnTimeout.ABORT))
         )
     at_abort = vm.count()
@@ -95,7 +96,7 @@ def test_an_abort_on_request_leaves_the_vm_running_on_the_source(
     policy = Policy(on_timeout=OnTimeout.SUSPEND, progress_timeout_seconds=0, bandwidth_mib_per_s=8,
                     completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
     with pytest.raises(MigrationCancelled, match="aborted on request"):
-        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy),
+        engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy),
                          on_update=abort_once_copying, cancel=cancel)
     at_abort = vm.count()
 
@@ -116,7 +117,7 @@ def test_an_abort_after_the_hybrid_suspend_resumes_the_source(
 
     # After the suspend, 48 MiB of dirty pages at 8 MiB/s: seconds for the abort to land in.
     with pytest.raises(MigrationCancelled):
-        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
+        engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
                                  policy=stuck_policy(OnTimeout.SUSPEND)),
                          on_update=abort_after_suspend, cancel=cancel)
     at_abort = vm.count()

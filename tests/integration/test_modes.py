@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from vmmigration.model import EffectiveMode, Mode, PowerState
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.engine import Engine, Update
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.model import EffectiveMode, Mode, PowerState
+from vmtestbed.daemons import Daemon
+from vmtestbed.testbed import Sandbox
+from vmmigration.service.engine import Update
+from vmmigration.adapters.libvirt import engine
+from vmtestbed.hosts import Host
 
 from .helpers import request
 
@@ -16,7 +17,7 @@ def test_live_migration_moves_a_running_guest_whose_heartbeat_goes_on(
 ) -> None:
     vm = boot(name, dirty_mib=32, dirty_rate_mib=4)
     updates: list[Update] = []
-    result = Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE),
+    result = engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE),
                               on_update=updates.append)
     at_move = vm.count()
 
@@ -34,7 +35,7 @@ def test_non_live_migration_pauses_for_the_copy_and_runs_on_the_target(
     boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
 ) -> None:
     vm = boot(name, dirty_mib=32, dirty_rate_mib=4)
-    result = Engine().migrate(request(name, source_host, target_host, mode=Mode.NON_LIVE))
+    result = engine().migrate(request(name, source_host, target_host, mode=Mode.NON_LIVE))
     at_move = vm.count()
 
     assert result.mode is EffectiveMode.NON_LIVE
@@ -47,7 +48,7 @@ def test_offline_migration_moves_only_the_definition_of_a_shut_off_domain(
     sandbox: Sandbox, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host
 ) -> None:
     sandbox.define(sandbox.guest_spec(name), host=source_host)
-    result = Engine().migrate(request(name, source_host, target_host, mode=Mode.OFFLINE))
+    result = engine().migrate(request(name, source_host, target_host, mode=Mode.OFFLINE))
 
     assert result.mode is EffectiveMode.OFFLINE
     assert source.find(name) is None
@@ -59,6 +60,6 @@ def test_auto_mode_moves_a_shut_off_domain_offline(
     sandbox: Sandbox, name: str, source_host: Daemon, target_host: Daemon, target: Host
 ) -> None:
     sandbox.define(sandbox.guest_spec(name), host=source_host)
-    result = Engine().migrate(request(name, source_host, target_host))
+    result = engine().migrate(request(name, source_host, target_host))
     assert result.mode is EffectiveMode.OFFLINE
     assert target.summary(name).state is PowerState.SHUT_OFF

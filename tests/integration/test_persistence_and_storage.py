@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.model import LIBVIRT_DEFAULT_PERSISTENCE, MIB, Mode, Policy, PowerState, Storage
-from vmmigration.placement import Location
-from vmmigration.sandbox.daemons import LOCAL_IMAGES, Daemon
-from vmmigration.sandbox.testbed import LOCAL_POOL, SHARED_POOL, Sandbox
-from vmmigration.virt.engine import Engine, MigrationError, PrecheckFailed
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.model import LIBVIRT_DEFAULT_PERSISTENCE, MIB, Mode, Policy, PowerState, Storage
+from vmmigration.core.location import Location
+from vmtestbed.daemons import LOCAL_IMAGES, Daemon
+from vmtestbed.testbed import LOCAL_POOL, SHARED_POOL, Sandbox
+from vmmigration.service.engine import MigrationError, PrecheckFailed
+from vmmigration.adapters.libvirt import engine
+from vmtestbed.hosts import Host
 
 from ..conftest import GuestWatch
 from .helpers import request
@@ -23,7 +24,7 @@ def test_libvirt_default_leaves_the_vm_transient_on_the_target_and_defined_on_th
     boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
 ) -> None:
     vm = boot(name)
-    Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
+    engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
                              persistence=LIBVIRT_DEFAULT_PERSISTENCE))
     at_move = vm.count()
 
@@ -38,7 +39,7 @@ def test_persist_and_undefine_leaves_exactly_one_host_owning_the_vm(
     boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
 ) -> None:
     vm = boot(name)
-    Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE))
+    engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE))
     at_move = vm.count()
 
     moved = target.summary(name)
@@ -60,7 +61,7 @@ def test_copy_all_moves_a_non_shared_disk_with_its_data(
                     _local_file(source_host, name)], check=True, capture_output=True)
     vm = GuestWatch(sandbox.boot(sandbox.guest_spec(name, disks=(disk,)), host=source_host))
 
-    Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, storage=Storage.COPY_ALL))
+    engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, storage=Storage.COPY_ALL))
     at_move = vm.count()
 
     assert target.summary(name).state is PowerState.RUNNING
@@ -86,7 +87,7 @@ def test_copy_incremental_copies_only_the_top_image_onto_the_shared_backing_file
     disk = f"{LOCAL_IMAGES}/{name}.qcow2"
     vm = GuestWatch(sandbox.boot(sandbox.guest_spec(name, disks=(Path(disk),)), host=source_host))
     try:
-        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
+        engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
                                  storage=Storage.COPY_INCREMENTAL))
         at_move = vm.count()
 
@@ -116,7 +117,7 @@ def test_copy_incremental_is_refused_when_the_target_cannot_see_the_backing_file
     source.start(name)
     before = target.domains()
     with pytest.raises(PrecheckFailed) as caught:
-        Engine().migrate(request(name, source_host, target_host, storage=Storage.COPY_INCREMENTAL))
+        engine().migrate(request(name, source_host, target_host, storage=Storage.COPY_INCREMENTAL))
     assert caught.value.reasons == ["BackingNotVisible"]
     assert target.domains() == before
     assert not Path(_local_file(target_host, name)).exists(), "a refused migration created a disk"
@@ -131,12 +132,12 @@ def test_a_disk_on_shared_storage_moves_live_when_its_sharing_is_vouched_for(
         # libvirt cannot tell that a plain directory is shared, and refuses to
         # risk the data: the VM must stay where it was, running.
         with pytest.raises(MigrationError, match="say so with allow_unsafe") as caught:
-            Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE))
+            engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE))
         assert caught.value.location is Location.SOURCE
         assert source.summary(name).state is PowerState.RUNNING
         assert target.find(name) is None
 
-        Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
+        engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE,
                                  policy=Policy(allow_unsafe=True)))
         at_move = vm.count()
         assert target.summary(name).state is PowerState.RUNNING

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from vmmigration.model import MIB, MigrationRequest, Mode, Storage
-from vmmigration.sandbox import guest
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.sandbox.testbed import LOCAL_POOL, Sandbox
-from vmmigration.virt.engine import Engine, PrecheckFailed
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.model import MIB, MigrationRequest, Mode, Storage
+from vmtestbed import guest
+from vmtestbed.daemons import Daemon
+from vmtestbed.testbed import LOCAL_POOL, Sandbox
+from vmmigration.service.engine import PrecheckFailed
+from vmmigration.adapters.libvirt import engine
+from vmtestbed.hosts import Host
 
 from .helpers import request
 
@@ -18,7 +19,7 @@ def refused(req: MigrationRequest, *hosts: Host) -> PrecheckFailed:
     """Run a migration that must be refused, and prove it changed nothing on ``hosts``."""
     before = [h.domains() for h in hosts]
     with pytest.raises(PrecheckFailed) as caught:
-        Engine().migrate(req)
+        engine().migrate(req)
     assert [h.domains() for h in hosts] == before, "a refused migration changed something"
     return caught.value
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.config import CACHE
-from vmmigration.sandbox import daemons
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.config import CACHE
+from vmtestbed import daemons
+from vmtestbed.testbed import Sandbox
+from vmtestbed.hosts import Host
 
 
 def test_up_recovers_from_a_killed_run_and_down_stops_only_its_own_processes() -> None:
@@ -76,7 +76,7 @@ def _running(pid: int) -> bool:
 
 
 def _answers(uri: str) -> bool:
-    from vmmigration.virt.libvirt_host import HostUnreachable
+    from vmmigration.core.errors import HostUnreachable
 
     try:
         with Host(uri):

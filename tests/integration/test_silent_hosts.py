@@ -15,12 +15,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from vmmigration.model import MigrationRequest
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.sandbox.testbed import Sandbox
-from vmmigration.virt.engine import Engine, PrecheckFailed
-from vmmigration.virt.inventory import Prober
-from vmmigration.virt.libvirt_host import Host, HostUnreachable
+from vmmigration.core.model import MigrationRequest
+from vmtestbed.daemons import Daemon
+from vmtestbed.testbed import Sandbox
+from vmmigration.service.engine import PrecheckFailed
+from vmtestbed.hosts import Host
+from vmmigration.core.errors import HostUnreachable
+from vmmigration.adapters.libvirt import engine, prober
 
 # Generous: these check that the wait ends, not how fast.
 BOUND_SECONDS = 25.0
@@ -73,7 +74,7 @@ def test_a_libvirtd_that_hangs_after_the_connection_is_open_fails_the_next_call(
 def test_a_hung_target_refuses_the_migration_as_unreachable_and_nothing_moves(
         boot, name: str, source_host: Daemon, source: Host, frozen: Daemon) -> None:  # type: ignore[no-untyped-def]
     vm = boot(name)
-    engine = Engine(libvirt_timeout_seconds=3)
+    engine = engine(libvirt_timeout_seconds=3)
     with pytest.raises(PrecheckFailed) as refused:
         engine.migrate(MigrationRequest(domain=name, source_uri=source_host.uri, target_uri=frozen.uri))
     assert refused.value.reasons == ["TargetUnreachable"]
@@ -84,7 +85,7 @@ def test_a_hung_target_refuses_the_migration_as_unreachable_and_nothing_moves(
 
 def test_a_probe_keeps_its_connection_and_reports_a_frozen_host_unreachable_within_the_timeout(
         sandbox: Sandbox, target_host: Daemon) -> None:
-    probe = Prober(timeout_seconds=3)
+    probe = prober(timeout_seconds=3)
     try:
         assert probe(target_host.uri).reachable
         sandbox.freeze_daemon(target_host)
@@ -103,7 +104,7 @@ def test_a_probe_keeps_its_connection_and_reports_a_frozen_host_unreachable_with
 
 def test_a_probe_after_libvirtd_restarted_is_reachable_at_once_on_a_fresh_connection(
         sandbox: Sandbox, target_host: Daemon) -> None:
-    probe = Prober(timeout_seconds=10)
+    probe = prober(timeout_seconds=10)
     try:
         before = probe(target_host.uri)
         assert before.reachable

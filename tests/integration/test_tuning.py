@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from vmmigration.model import EffectiveMode, Mode, Policy, PowerState
-from vmmigration.sandbox.daemons import Daemon
-from vmmigration.virt.engine import Engine
-from vmmigration.virt.libvirt_host import Host
+from vmmigration.core.model import EffectiveMode, Mode, Policy, PowerState
+from vmmigration.adapters.libvirt import engine
+from vmtestbed.daemons import Daemon
+
+from vmtestbed.hosts import Host
 
 from .helpers import request
 
@@ -27,7 +28,7 @@ def test_a_tuned_live_migration_moves_the_vm(
     policy: Policy,
 ) -> None:
     vm = boot(name, dirty_mib=16, dirty_rate_mib=4)
-    result = Engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy))
+    result = engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy))
     at_move = vm.count()
 
     assert result.mode is EffectiveMode.LIVE

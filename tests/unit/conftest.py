@@ -3,7 +3,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from vmmigration.model import MIB, DomainSummary, PauseReason, PowerState
+from vmmigration.core.model import MIB, DomainSummary, PauseReason, PowerState
 
 
 def domain(

@@ -7,7 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from vmmigration.cli import EXIT_PRECHECK, cli
+from vmmigration.cli import cli
+from vmmigration.cli.common import EXIT_PRECHECK
 
 # Port 1 on loopback: nothing listens, so the connection is refused at once.
 NOWHERE = "qemu+tcp://127.0.0.1:1/system"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.config import Settings, SettingsError
+from vmmigration.core.config import Settings, SettingsError
 
 
 def test_defaults_apply_when_nothing_is_set() -> None:

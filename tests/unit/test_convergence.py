@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from vmmigration.convergence import (
+from vmmigration.core.convergence import (
     Decision,
     Trigger,
     Watch,
@@ -14,7 +14,7 @@ from vmmigration.convergence import (
     observe,
     percent_done,
 )
-from vmmigration.model import GIB, MIB, JobProgress, OnTimeout, Policy
+from vmmigration.core.model import GIB, MIB, JobProgress, OnTimeout, Policy
 
 
 def sample(elapsed: float, remaining: int, total: int = 128 * MIB, **extra: int) -> JobProgress:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.k8s.credentials import CredentialsError, materialise
-from vmmigration.model import display_uri
+from vmmigration.service.credentials import CredentialsError, materialise
+from vmmigration.core.model import display_uri
 
 TLS = {"ca.crt": b"CA", "tls.crt": b"CERT", "tls.key": b"KEY"}
 

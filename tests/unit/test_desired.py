@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from vmmigration.desired import PlacementMode, SpecError, parse_hypervisor, parse_vmmigration
-from vmmigration.model import Mode, OnTimeout
+from vmmigration.core.spec import PlacementMode, SpecError, parse_hypervisor, parse_vmmigration
+from vmmigration.core.model import Mode, OnTimeout
 
 
 def test_a_minimal_spec_gets_the_documented_defaults() -> None:

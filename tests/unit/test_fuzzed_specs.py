@@ -21,8 +21,8 @@ import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from vmmigration import status
-from vmmigration.desired import (
+from vmmigration.core import status
+from vmmigration.core.spec import (
     Desired,
     DriftAction,
     HypervisorSpec,
@@ -34,7 +34,7 @@ from vmmigration.desired import (
     parse_selector,
     parse_vmmigration,
 )
-from vmmigration.model import (
+from vmmigration.core.model import (
     DomainSummary,
     HostReport,
     Mode,
@@ -43,12 +43,12 @@ from vmmigration.model import (
     PowerState,
     Storage,
 )
-from vmmigration.placement import is_incoming
-from vmmigration.reconcile import (
+from vmmigration.core.location import is_incoming
+from vmmigration.core.memory import Attempt, Condition, Memory
+from vmmigration.core.reconcile import (
     Abort,
     Block,
     Idle,
-    Memory,
     Migrate,
     Placed,
     Recover,
@@ -57,7 +57,7 @@ from vmmigration.reconcile import (
     backoff_seconds,
     decide,
 )
-from vmmigration.scheduling import Claim, HypervisorView, InFlight, admit, choose_target, whereabouts
+from vmmigration.core.scheduling import Claim, HypervisorView, InFlight, admit, choose_target, whereabouts
 
 from .test_runtime import NeverStopped, runtime_with
 
@@ -652,12 +652,14 @@ def scenarios(draw: st.DrawFn) -> tuple[Desired, dict[str, HypervisorView]]:
 
 timestamps = st.sampled_from(["", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "not a time"])
 memories = st.builds(
-    Memory, phase=mostly(None, *Phase), attempt_source=maybe_host,
-    attempt_target=maybe_host, chosen_target=maybe_host,
+    Memory, phase=mostly(None, *Phase),
+    attempt=st.none() | st.builds(Attempt, source=host_names, target=host_names),
+    chosen_target=maybe_host,
     next_attempt_at=mostly(None, 0.0, 1e12, -1.0, float("nan"), float("inf")),
     attempts=mostly(0, 1, 7, 10**6),
-    drifted=mostly(False, True),
-    avoid=st.one_of(*[st.just(())] * 3, st.lists(st.tuples(host_names, hostile_text), max_size=2).map(tuple)))
+    drifted=mostly(None, Condition("Drifted", True, "NotOnTarget", "elsewhere")),
+    blocked=mostly(None, Condition("Blocked", True, "InsufficientMemory", "too little")))
+avoids = st.one_of(*[st.just({})] * 3, st.dictionaries(host_names, hostile_text, max_size=2))
 keys = st.sampled_from(["default/web", "default/other", "lab/db"])
 claims = st.lists(st.builds(Claim, key=keys, domain=mostly("db-01", VM), created=timestamps),
                   max_size=2)
@@ -690,21 +692,22 @@ class TestThePlanner:
 
     # More examples than the profile's: a move is the rarest outcome and the richest in rules.
     @settings(max_examples=250)
-    @given(scenarios(), memories, claims, flights, st.floats(), timestamps)
+    @given(scenarios(), memories, claims, flights, st.floats(), timestamps, avoids)
     def test_decide_returns_one_known_action_that_keeps_every_rule(
             self, scenario: tuple[Desired, dict[str, HypervisorView]], memory: Memory,
-            rivals: list[Claim], in_flight: list[InFlight], now: float, created: str) -> None:
+            rivals: list[Claim], in_flight: list[InFlight], now: float, created: str,
+            avoid: dict[str, str]) -> None:
         desired, views = scenario
         key = "default/web"
         action = decide(key=key, created=created, desired=desired, memory=memory, hypervisors=views,
-                        claims=rivals, in_flight=in_flight, now=now)
+                        claims=rivals, in_flight=in_flight, now=now, avoid=avoid)
         assert isinstance(action, KINDS), action
         event(f"{type(action).__name__} {getattr(action, 'reason', '')}".strip())  # --hypothesis-show-statistics
         assert action == decide(key=key, created=created, desired=desired, memory=memory,
-                                hypervisors=views, claims=rivals, in_flight=in_flight, now=now)
+                                hypervisors=views, claims=rivals, in_flight=in_flight, now=now,
+                                avoid=avoid)
 
-        remembered = (memory.phase is Phase.MIGRATING and bool(memory.attempt_source)
-                      and bool(memory.attempt_target))
+        remembered = memory.phase is Phase.MIGRATING and memory.attempt is not None
         assert isinstance(action, Recover) == remembered, "a started migration is recovered first"
         if remembered:
             return
@@ -713,7 +716,7 @@ class TestThePlanner:
         assert (isinstance(action, Block) and action.reason == "Conflict") == older
 
         seen = holders(desired.domain, views)
-        placed_before = memory.phase is Phase.PLACED or memory.drifted
+        placed_before = memory.phase is Phase.PLACED or memory.drifted is not None
         match action:
             case Block(reason=reason, message=message) | Wait(reason=reason, message=message):
                 assert reason.isidentifier() and reason[0].isupper() and message
@@ -745,7 +748,7 @@ class TestThePlanner:
                 else:
                     assert desired.selector is not None
                     assert desired.selector.matches(views[target].spec.label_map)
-                    assert target not in dict(memory.avoid), "a host that refused the VM is skipped"
+                    assert target not in avoid, "a host that refused the VM is skipped"
                     needs = min(d.memory_bytes for d in seen[source])
                     report = views[target].report
                     assert report is not None and report.memory_free_bytes >= needs
@@ -820,7 +823,7 @@ stored_statuses = st.dictionaries(status_fields | st.text(max_size=8), json_tree
 wanted_conditions = st.dictionaries(
     st.sampled_from(status.CONDITION_TYPES),
     st.tuples(st.booleans(), st.from_regex(r"[A-Z][A-Za-z]{0,12}", fullmatch=True), hostile_text),
-    max_size=3)
+    max_size=3).map(lambda by_type: tuple(Condition(kind, *rest) for kind, rest in by_type.items()))
 
 
 def apply_merge_patch(target: Json, patch: Json) -> Json:
@@ -849,7 +852,7 @@ class TestAStoredStatus:
 
     @given(stored_statuses, st.sampled_from(Phase), wanted_conditions, st.integers(0, 2**40))
     def test_compose_always_writes_all_five_conditions_and_a_patch_that_gets_there(
-            self, previous: Spec, phase: Phase, wanted: dict[str, tuple[bool, str, str]],
+            self, previous: Spec, phase: Phase, wanted: tuple[Condition, ...],
             generation: int) -> None:
         new = status.compose(previous=previous, phase=phase, generation=generation, now=1000.0,
                              wanted=wanted)
@@ -1000,7 +1003,7 @@ class TestRegressionsFoundByFuzzing:
                                                                                  "lastTransitionTime": 7}]])
     def test_stored_conditions_of_the_wrong_shape_are_replaced(self, stored: Json) -> None:
         new = status.compose(previous={"conditions": stored}, phase=Phase.PENDING, generation=1,
-                             now=0.0, wanted={})
+                             now=0.0, wanted=())
         assert all(c["lastTransitionTime"] == status.timestamp(0.0) for c in new["conditions"])
 
     def test_a_hand_edited_hypervisor_status_is_rewritten_not_fatal(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from vmmigration.k8s import handlers
+from vmmigration.adapters.kube import handlers
 
 
 def test_event_handlers_are_coroutines() -> None:

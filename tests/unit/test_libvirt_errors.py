@@ -5,13 +5,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from vmmigration.virt.libvirt_host import (
-    DomainNotFound,
-    HostUnreachable,
-    MigrationFailed,
-    VirtError,
-    _mapped,
-)
+from vmmigration.adapters.libvirt.errors import mapped
+from vmmigration.core.errors import DomainNotFound, HostUnreachable, MigrationFailed, VirtError
 
 
 def error(code: int, domain: int, message: str) -> libvirt.libvirtError:
@@ -24,23 +19,23 @@ def error(code: int, domain: int, message: str) -> libvirt.libvirtError:
 @pytest.mark.parametrize("message", ["connection closed due to keepalive timeout",
                                      "client socket is closed"])
 def test_a_connection_closed_by_keepalive_is_an_unreachable_host(message: str) -> None:
-    mapped = _mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC, message))
-    assert isinstance(mapped, HostUnreachable)
-    assert str(mapped) == message
+    found = mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC, message))
+    assert isinstance(found, HostUnreachable)
+    assert str(found) == message
 
 
 def test_an_internal_error_outside_the_rpc_layer_stays_a_plain_failure() -> None:
-    mapped = _mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, "qemu said no"))
-    assert type(mapped) is VirtError
+    found = mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, "qemu said no"))
+    assert type(found) is VirtError
 
 
 def test_a_lost_connection_during_a_migration_is_a_failed_migration_not_an_unreachable_host() -> None:
     # The migrate call's errors say the migration failed; where the VM runs is read afterwards.
-    mapped = _mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC,
+    found = mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC,
                            "connection closed due to keepalive timeout"), MigrationFailed)
-    assert type(mapped) is MigrationFailed
+    assert type(found) is MigrationFailed
 
 
 def test_a_missing_domain_is_domain_not_found() -> None:
-    assert isinstance(_mapped(error(libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_FROM_QEMU, "no domain")),
+    assert isinstance(mapped(error(libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_FROM_QEMU, "no domain")),
                       DomainNotFound)

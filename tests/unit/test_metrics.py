@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from vmmigration.metrics import ABORTED, FAILED, SUCCEEDED, Metrics
-from vmmigration.model import HostReport, JobProgress
+from vmmigration.adapters.prometheus import ABORTED, FAILED, SUCCEEDED, Metrics
+from vmmigration.core.limiter import Limiter, Limits
+from vmmigration.core.model import HostReport, JobProgress
 
 from .test_runtime import KEY, body, run, runtime_with
 
@@ -14,16 +15,34 @@ def value(metrics: Metrics, metric: str, /, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(metric, labels)
 
 
+LIMITER = Limiter(Limits())
+
+
 def fresh() -> Metrics:
-    return Metrics(registry=CollectorRegistry())
+    """Metrics on a registry of their own, reading a limiter of their own as production does."""
+    global LIMITER
+    LIMITER = Limiter(Limits())
+    metrics = Metrics(registry=CollectorRegistry())
+    metrics.watch(LIMITER)
+    return metrics
+
+
+def started(key: str) -> None:
+    LIMITER.hold(key, source="kvm-a", target="kvm-b")
+    LIMITER.running(key, running=True)
+
+
+def ended(metrics: Metrics, key: str, **outcome: object) -> None:
+    metrics.ended(key, **outcome)  # type: ignore[arg-type]
+    LIMITER.free(key)
 
 
 def test_a_succeeded_migration_is_counted_by_mode_and_its_duration_and_downtime_observed() -> None:
     metrics = fresh()
-    metrics.started(KEY)
+    started(KEY)
     assert value(metrics, "vmmigration_migrations_in_progress") == 1
-    metrics.ended(KEY, mode="Live", result=SUCCEEDED, duration_seconds=3.0, downtime_ms=40,
-                  transferred_bytes=5000)
+    ended(metrics, KEY, mode="Live", result=SUCCEEDED, duration_seconds=3.0, downtime_ms=40,
+          transferred_bytes=5000)
     assert value(metrics, "vmmigration_migrations_total", mode="Live", result="succeeded") == 1
     assert value(metrics, "vmmigration_migration_duration_seconds_count", mode="Live") == 1
     assert value(metrics, "vmmigration_migration_duration_seconds_sum", mode="Live") == 3.0
@@ -47,7 +66,7 @@ def test_a_failed_placement_stays_flagged_through_its_retries_until_it_succeeds(
     metrics = fresh()
     metrics.ended(KEY, mode="Live", result=FAILED)
     assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") == 1
-    metrics.started(KEY)  # the retry: still failing as far as an SRE is concerned
+    started(KEY)  # the retry: still failing as far as an SRE is concerned
     assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") == 1
     metrics.ended(KEY, mode="Live", result=SUCCEEDED, duration_seconds=2.0)
     assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") is None
@@ -55,7 +74,7 @@ def test_a_failed_placement_stays_flagged_through_its_retries_until_it_succeeds(
 
 def test_in_flight_series_exist_only_while_the_migration_runs() -> None:
     metrics = fresh()
-    metrics.started(KEY)
+    started(KEY)
     metrics.sample(KEY, JobProgress(elapsed_seconds=1.0, memory_remaining=300,
                                     dirty_rate_bytes_per_s=70, transfer_rate_bytes_per_s=90,
                                     iteration=3), percent=42.0)
@@ -74,22 +93,23 @@ def test_in_flight_series_exist_only_while_the_migration_runs() -> None:
 
 def test_queued_counts_each_waiting_resource_once() -> None:
     metrics = fresh()
-    metrics.set_queued("a/x", queued=True)
-    metrics.set_queued("a/x", queued=True)
-    metrics.set_queued("a/y", queued=True)
+    LIMITER.queue("a/x")
+    LIMITER.queue("a/x")
+    LIMITER.queue("a/y")
     assert value(metrics, "vmmigration_migrations_queued") == 2
-    metrics.started("a/x")  # a queued resource that starts is no longer queued
+    started("a/x")  # a queued resource that starts is no longer queued
     assert value(metrics, "vmmigration_migrations_queued") == 1
+    assert value(metrics, "vmmigration_migrations_in_progress") == 1
 
 
 def test_a_deleted_resource_leaves_no_series_behind() -> None:
     metrics = fresh()
     metrics.set_drift(KEY, drifted=True)
     metrics.set_failed(KEY, failed=True)
-    metrics.set_queued(KEY, queued=True)
-    metrics.started(KEY)
+    LIMITER.queue(KEY)
     metrics.sample(KEY, None, percent=10.0)
     metrics.forget(KEY)
+    LIMITER.forget(KEY)
     exported = [s for family in metrics.registry.collect() for s in family.samples
                 if s.labels.get("name") == "web"]
     assert exported == []

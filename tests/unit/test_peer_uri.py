@@ -3,7 +3,7 @@ handed file paths that exist only where the operator runs."""
 
 from __future__ import annotations
 
-from vmmigration.virt.libvirt_host import peer_uri
+from vmmigration.adapters.libvirt.conversions import peer_uri
 
 
 def test_the_operators_certificate_directory_is_not_passed_to_the_source_host() -> None:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from vmmigration.model import DomainSummary, PauseReason, PowerState
-from vmmigration.placement import Location, locate
+from vmmigration.core.model import DomainSummary, PauseReason, PowerState
+from vmmigration.core.location import Location, locate
 
 from .conftest import domain
 

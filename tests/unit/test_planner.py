@@ -2,7 +2,7 @@
 
 import pytest
 
-from vmmigration.model import (
+from vmmigration.core.model import (
     LIBVIRT_DEFAULT_PERSISTENCE,
     Mode,
     OnTimeout,
@@ -12,7 +12,7 @@ from vmmigration.model import (
     PowerState,
     Storage,
 )
-from vmmigration.planner import MigrationFlags, PlanError, choose_mode, migration_flags
+from vmmigration.core.planner import MigrationFlags, PlanError, choose_mode, migration_flags
 
 from .conftest import domain
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from vmmigration.model import MIB, HostVersions, PowerState, Storage
-from vmmigration.prechecks import CpuVerdict, SourceFacts, TargetFacts, evaluate
+from vmmigration.core.model import MIB, HostVersions, PowerState, Storage
+from vmmigration.core.prechecks import CpuVerdict, SourceFacts, TargetFacts, evaluate
 
 from .conftest import domain
 

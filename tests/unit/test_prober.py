@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmmigration.model import HostVersions
-from vmmigration.virt.inventory import Prober
-from vmmigration.virt.libvirt_host import HostUnreachable, VirtError
+from vmmigration.core.model import HostVersions
+from vmmigration.service.inventory import Prober
+from vmmigration.core.errors import HostUnreachable, VirtError
 
 
 class FakeHost:

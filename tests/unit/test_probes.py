@@ -6,12 +6,12 @@ import asyncio
 import threading
 import time
 
-from vmmigration.config import Settings
-from vmmigration.desired import HypervisorSpec
-from vmmigration.k8s.runtime import Runtime
-from vmmigration.model import HostReport
+from vmmigration.core.config import Settings
+from vmmigration.core.spec import HypervisorSpec
+from vmmigration.service.runtime import Runtime
+from vmmigration.core.model import HostReport
 
-from .test_runtime import FakeKube
+from .test_runtime import FakeKube, make_runtime
 
 HUNG = "qemu+tcp://127.0.0.9/system"
 
@@ -23,8 +23,8 @@ def hung_runtime(release: threading.Event, calls: list[str]) -> Runtime:
             release.wait(10)  # what virConnectOpen does on a host that never answers
         return HostReport(reachable=True, probed_at=time.time())
 
-    runtime = Runtime(settings=Settings(probe_timeout_seconds=0.2), kube=FakeKube(),
-                      post_event=lambda *a, **k: None, prober=prober)
+    runtime = make_runtime(settings=Settings(probe_timeout_seconds=0.2), kube=FakeKube(),
+                           prober=prober)
     runtime.hypervisor_seen(HypervisorSpec(name="hung", uri=HUNG))
     runtime.hypervisor_seen(HypervisorSpec(name="fine", uri="qemu+tcp://127.0.0.2/system"))
     return runtime
@@ -39,7 +39,7 @@ def test_a_probe_that_gets_no_answer_is_reported_unreachable_after_the_timeout()
         assert report is not None and not report.reachable
         assert time.monotonic() - started < 2
         assert "did not answer within 0.2 s" in report.error and "127.0.0.9" in report.error
-        assert runtime.hypervisors["hung"].report == report
+        assert runtime.fleet.hypervisors["hung"].report == report
     finally:
         release.set()
 
@@ -68,7 +68,7 @@ def test_once_the_host_answers_again_it_is_probed_and_reachable() -> None:
     assert not asyncio.run(runtime.probe("hung")).reachable  # type: ignore[union-attr]
     release.set()
     deadline = time.monotonic() + 5
-    while runtime._probing["hung"][1].running() and time.monotonic() < deadline:
+    while runtime.probes.pending("hung") and time.monotonic() < deadline:
         time.sleep(0.01)
     again = asyncio.run(runtime.probe("hung"))
     assert again is not None and again.reachable
@@ -86,8 +86,8 @@ def test_a_reprobe_while_a_probe_runs_waits_for_it_and_reads_the_host_afresh_ins
             slow.wait(5)  # the timer's probe, a little slow (under load, or a big host)
         return HostReport(reachable=True, probed_at=time.time())
 
-    runtime = Runtime(settings=Settings(probe_timeout_seconds=5), kube=FakeKube(),
-                      post_event=lambda *a, **k: None, prober=prober)
+    runtime = make_runtime(settings=Settings(probe_timeout_seconds=5), kube=FakeKube(),
+                           prober=prober)
     runtime.hypervisor_seen(HypervisorSpec(name="kvm-b", uri="qemu+tcp://127.0.0.3/system"))
 
     async def both() -> tuple[HostReport | None, HostReport | None]:

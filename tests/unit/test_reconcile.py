@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from vmmigration.desired import Desired, DriftAction, HypervisorSpec, Phase, PlacementMode, Selector
-from vmmigration.model import GIB, MIB, HostReport, PauseReason, PowerState
-from vmmigration.reconcile import (
+from vmmigration.core.spec import Desired, DriftAction, HypervisorSpec, Phase, PlacementMode, Selector
+from vmmigration.core.model import GIB, MIB, HostReport, PauseReason, PowerState
+from vmmigration.core.memory import Attempt, Condition, Memory
+from vmmigration.core.reconcile import (
     Abort,
     Action,
     Block,
     Idle,
-    Memory,
     Migrate,
     Placed,
     Recover,
@@ -20,7 +20,7 @@ from vmmigration.reconcile import (
     backoff_seconds,
     decide,
 )
-from vmmigration.scheduling import Claim, HypervisorView, InFlight
+from vmmigration.core.scheduling import Claim, HypervisorView, InFlight
 
 from .conftest import domain
 
@@ -48,12 +48,14 @@ def hosts(*views: HypervisorView) -> dict[str, HypervisorView]:
 
 def run(desired: Desired, views: dict[str, HypervisorView], memory: Memory = Memory(),
         claims: tuple[Claim, ...] = (), in_flight: tuple[InFlight, ...] = (),
-        now: float = 1000.0) -> Action:
+        now: float = 1000.0, avoid: dict[str, str] | None = None) -> Action:
     return decide(key="default/web", created="2026-01-01T00:00:00Z", desired=desired,
-                  memory=memory, hypervisors=views, claims=claims, in_flight=in_flight, now=now)
+                  memory=memory, hypervisors=views, claims=claims, in_flight=in_flight, now=now,
+                  avoid=avoid)
 
 
 PINNED = Desired(domain="web-01", target="b")
+DRIFTED = Condition("Drifted", True, "NotOnTarget", "runs elsewhere")
 SELECTED = Desired(domain="web-01", selector=ZONE)
 
 
@@ -77,7 +79,7 @@ SELECTED = Desired(domain="web-01", selector=ZONE)
     pytest.param(PINNED, hosts(host("a"), host("b", paused="web-01")), Memory(),
                  Wait("MigrationInProgress", ""), id="incoming-copy-only-means-wait"),
     pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),
-                 Memory(phase=Phase.MIGRATING, attempt_source="a", attempt_target="b"),
+                 Memory(phase=Phase.MIGRATING, attempt=Attempt("a", "b")),
                  Recover(source="a", target="b"), id="remembered-attempt-is-recovered-first"),
     pytest.param(Desired(domain="web-01", target="b", abort=True), hosts(host("a", "web-01"), host("b")),
                  Memory(), Abort("a"), id="abort-before-moving"),
@@ -153,13 +155,12 @@ def test_backoff_doubles_up_to_its_cap(failures: int, seconds: float) -> None:
 
 def test_a_selector_skips_a_host_that_refused_the_vm_and_does_not_wait_to_try_another() -> None:
     views = hosts(host("a", "web-01", labels={"zone": "x"}), host("b"), host("c", "busy"))
-    refused = Memory(phase=Phase.FAILED, chosen_target="b", next_attempt_at=2000.0, attempts=0,
-                     avoid=(("b", "CpuIncompatible"),))
-    assert run(SELECTED, views, refused) == Migrate("a", "c")
+    refused = Memory(phase=Phase.FAILED, chosen_target="b", next_attempt_at=2000.0, attempts=0)
+    assert run(SELECTED, views, refused, avoid={"b": "CpuIncompatible"}) == Migrate("a", "c")
 
 
 def test_when_every_candidate_refused_the_block_says_why_each_did() -> None:
     views = hosts(host("a", "web-01", labels={"zone": "x"}), host("b"))
-    action = run(SELECTED, views, Memory(avoid=(("b", "CpuIncompatible"),)))
+    action = run(SELECTED, views, Memory(), avoid={"b": "CpuIncompatible"})
     assert isinstance(action, Block) and action.reason == "NoEligibleTarget"
     assert "b refused it (CpuIncompatible)" in action.message

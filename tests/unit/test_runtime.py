@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from vmmigration import status
-from vmmigration.config import Settings
-from vmmigration.desired import HypervisorSpec
-from vmmigration.k8s.runtime import Runtime
-from vmmigration.model import EffectiveMode, HostReport, MigrationRequest, MigrationResult, Mode
-from vmmigration.prechecks import Finding
-from vmmigration.virt.engine import Engine, PrecheckFailed
+from vmmigration.core import status
+from vmmigration.core.config import Settings
+from vmmigration.core.spec import HypervisorSpec
+from vmmigration.service.runtime import Runtime
+from vmmigration.core.model import EffectiveMode, HostReport, MigrationRequest, MigrationResult, Mode
+from vmmigration.core.prechecks import Finding
+from vmmigration.adapters.prometheus import Metrics
+from vmmigration.service.engine import Engine, PrecheckFailed
 
 from .conftest import domain
 
@@ -45,11 +47,29 @@ class NeverStopped:
         await asyncio.Event().wait()
 
 
+def no_libvirt(uri: str, *, timeout_seconds: float) -> Any:
+    raise AssertionError(f"these tests reach no libvirt host ({uri})")
+
+
+def make_runtime(*, kube: Any, settings: Settings | None = None, engine: Engine | None = None,
+                 prober: Callable[[str], HostReport] | None = None,
+                 clock: Callable[[], float] = time.time,
+                 metrics: Metrics | None = None) -> Runtime:
+    """A runtime on fakes: no libvirt, no API server, a registry of its own."""
+    exported = metrics or Metrics.isolated()
+    runtime = Runtime(settings=settings or Settings(), kube=kube, post_event=lambda *a, **k: None,
+                      engine=engine or Engine(connect=no_libvirt),
+                      prober=prober or (lambda uri: HostReport(reachable=False, probed_at=0.0)),
+                      metrics=exported, clock=clock)
+    exported.watch(runtime.limiter)  # as the kopf handlers wire it
+    return runtime
+
+
 class FakeEngine(Engine):
     """Moves the VM in the fake inventory, and records what the status said when it was asked."""
 
     def __init__(self, hosts: dict[str, list[str]], kube: FakeKube, *, refuse: str | None = None) -> None:
-        super().__init__()
+        super().__init__(connect=no_libvirt)
         self.hosts = hosts
         self.kube = kube
         self.refuse = refuse
@@ -84,8 +104,7 @@ def runtime_with(hosts: dict[str, list[str]], *, refuse: str | None = None) -> t
         return HostReport(reachable=True, probed_at=0.0, memory_free_bytes=2**33,
                           domains=tuple(domain(d) for d in hosts[name]))
 
-    runtime = Runtime(settings=Settings(), kube=kube, post_event=lambda *a, **k: None,
-                      engine=engine, clock=lambda: 1000.0, prober=prober)
+    runtime = make_runtime(kube=kube, engine=engine, clock=lambda: 1000.0, prober=prober)
     for name, uri in URIS.items():
         runtime.hypervisor_seen(HypervisorSpec(name=name, uri=uri))
     return runtime, kube, engine

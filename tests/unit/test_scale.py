@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-from vmmigration.config import Settings
-from vmmigration.k8s.runtime import Runtime
-from vmmigration.model import HostReport
-from vmmigration.scheduling import Claim
+from vmmigration.core.limiter import Limits
+from vmmigration.service.fleet import Fleet
+from vmmigration.core.model import HostReport
+from vmmigration.core.scheduling import Claim
 
 from .conftest import domain
 
 
-class _NoKube:
-    def patch_vmmigration_status(self, *, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        raise AssertionError("not used")
-
-    def read_secret(self, *, namespace: str, name: str) -> dict[str, bytes]:
-        raise AssertionError("not used")
-
-
-def _runtime() -> Runtime:
-    return Runtime(settings=Settings(), kube=_NoKube(),
-                   post_event=lambda body, *, type, reason, message: None)
+def _fleet() -> Fleet:
+    return Fleet(limits=Limits())
 
 
 def test_host_report_indexes_its_domains_by_name() -> None:
@@ -36,29 +24,29 @@ def test_host_report_indexes_its_domains_by_name() -> None:
 
 
 def test_claims_are_indexed_by_domain_through_renames_and_releases() -> None:
-    runtime = _runtime()
-    runtime.claim(key="ns/a", domain="web", created="2026-01-01T00:00:00Z")
-    runtime.claim(key="ns/b", domain="web", created="2026-01-02T00:00:00Z")
-    runtime.claim(key="ns/c", domain="db", created="2026-01-01T00:00:00Z")
-    assert set(runtime._claims_by_domain) == {"web", "db"}
-    assert set(runtime._claims_by_domain["web"]) == {"ns/a", "ns/b"}
+    fleet = _fleet()
+    fleet.claim(key="ns/a", domain="web", created="2026-01-01T00:00:00Z")
+    fleet.claim(key="ns/b", domain="web", created="2026-01-02T00:00:00Z")
+    fleet.claim(key="ns/c", domain="db", created="2026-01-01T00:00:00Z")
+    assert fleet.claims.domains() == {"web", "db"}
+    assert set(fleet.claims.keys_on("web")) == {"ns/a", "ns/b"}
     # The spec's domain changed: the claim moves to the other bucket.
-    runtime.claim(key="ns/a", domain="db", created="2026-01-01T00:00:00Z")
-    assert set(runtime._claims_by_domain["web"]) == {"ns/b"}
-    assert runtime._claims_by_domain["db"]["ns/a"] == Claim(key="ns/a", domain="db",
-                                                            created="2026-01-01T00:00:00Z")
+    fleet.claim(key="ns/a", domain="db", created="2026-01-01T00:00:00Z")
+    assert fleet.claims.keys_on("web") == ("ns/b",)
+    assert Claim(key="ns/a", domain="db", created="2026-01-01T00:00:00Z") in fleet.claims.on("db")
     # No domain any more, then deleted: nothing lingers.
-    runtime.claim(key="ns/b", domain=None, created="2026-01-02T00:00:00Z")
-    runtime.release("ns/a")
-    runtime.release("ns/c")
-    runtime.release("ns/never-seen")
-    assert runtime._claims_by_domain == {} and runtime.claims == {}
+    fleet.claim(key="ns/b", domain=None, created="2026-01-02T00:00:00Z")
+    fleet.release("ns/a")
+    fleet.release("ns/c")
+    fleet.release("ns/never-seen")
+    assert fleet.claims.domains() == frozenset() and len(fleet.claims) == 0
 
 
 def test_wake_domain_wakes_only_that_domains_loops() -> None:
-    runtime = _runtime()
+    fleet = _fleet()
+    wakers = {}
     for key, dom in (("ns/a", "web"), ("ns/b", "web"), ("ns/c", "db")):
-        runtime.claim(key=key, domain=dom, created="2026-01-01T00:00:00Z")
-        runtime._wakers[key] = asyncio.Event()
-    runtime.wake_domain("web")
-    assert {k for k, e in runtime._wakers.items() if e.is_set()} == {"ns/a", "ns/b"}
+        fleet.claim(key=key, domain=dom, created="2026-01-01T00:00:00Z")
+        wakers[key] = fleet.waker(key)
+    fleet.wake_domain("web")
+    assert {k for k, e in wakers.items() if e.is_set()} == {"ns/a", "ns/b"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vmmigration.desired import HypervisorSpec, LabelRequirement, Selector
-from vmmigration.scheduling import HypervisorView, InFlight, admit
+from vmmigration.core.spec import HypervisorSpec, LabelRequirement, Selector
+from vmmigration.core.scheduling import HypervisorView, InFlight, admit
 
 
 def views(inbound: int = 2, outbound: int = 2) -> dict[str, HypervisorView]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from vmmigration import status
-from vmmigration.desired import Phase
-from vmmigration.model import HostReport
+from vmmigration.core import status
+from vmmigration.core.memory import Condition
+from vmmigration.core.spec import Phase
+from vmmigration.core.model import HostReport
 
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     first = status.compose(previous={}, phase=Phase.PENDING, generation=1, now=100.0,
-                           wanted={"Queued": (True, "ConcurrencyLimit", "full")})
+                           wanted=(Condition("Queued", True, "ConcurrencyLimit", "full"),))
     second = status.compose(previous=first, phase=Phase.PENDING, generation=2, now=200.0,
-                            wanted={"Queued": (True, "ConcurrencyLimit", "still full")})
+                            wanted=(Condition("Queued", True, "ConcurrencyLimit", "still full"),))
     queued = {c["type"]: c for c in second["conditions"]}["Queued"]
     assert queued["lastTransitionTime"] == status.timestamp(100.0)
     assert queued["observedGeneration"] == 2 and second["observedGeneration"] == 2
@@ -19,7 +20,7 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
 
 def test_every_condition_type_is_always_present() -> None:
     new = status.compose(previous={}, phase=Phase.PLACED, generation=1, now=0.0,
-                         wanted={"Ready": (True, "Placed", "ok")})
+                         wanted=(Condition("Ready", True, "Placed", "ok"),))
     assert [c["type"] for c in new["conditions"]] == list(status.CONDITION_TYPES)
 
 

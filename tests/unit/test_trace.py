@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vmmigration.cli import EXIT_USAGE, cli
-from vmmigration.model import EffectiveMode, JobProgress, MigrationResult
-from vmmigration.plot import render
-from vmmigration.trace import Trace
+from vmmigration.cli import cli
+from vmmigration.cli.common import EXIT_USAGE
+from vmmigration.core.model import EffectiveMode, JobProgress, MigrationResult
+from vmmigration.adapters.plot import render
+from vmmigration.core.trace import Trace
 
 MIB = 1024 * 1024
 

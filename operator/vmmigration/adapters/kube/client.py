@@ -1,0 +1,53 @@
+"""The few Kubernetes API calls the runtime makes itself (kopf makes the rest).
+
+kopf daemons cannot return a status patch the way handlers do, so progress
+and outcomes are written here with JSON merge patches on the status
+subresource. The client is synchronous; callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from vmmigration.core.errors import CredentialsError
+
+GROUP = "vmmigration.dev"
+VERSION = "v1alpha1"
+
+
+class KubeClient:
+    def __init__(self, *, connections: int = 32) -> None:
+        # Imported here so the pure layers never pull in the client.
+        import kubernetes
+
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        config = kubernetes.client.Configuration.get_default_copy()
+        # The client's pool defaults to 5 connections per CPU, fewer than the
+        # worker threads that write statuses at once: each extra one was opened,
+        # used once and discarded (a new TLS handshake per status patch in a
+        # burst, and "Connection pool is full" warnings). One per worker.
+        config.connection_pool_maxsize = connections
+        api = kubernetes.client.ApiClient(config)
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._core = kubernetes.client.CoreV1Api(api)
+
+    def patch_vmmigration_status(self, *, namespace: str, name: str,
+                                 patch: Mapping[str, Any]) -> None:
+        self._custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "vmmigrations", name, {"status": patch})
+
+    def read_secret(self, *, namespace: str, name: str) -> dict[str, bytes]:
+        import kubernetes
+
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except kubernetes.client.ApiException as error:
+            # Status and reason only: the response body is not ours to repeat.
+            raise CredentialsError(f"cannot read Secret {namespace}/{name}: "
+                                   f"{error.status} {error.reason}") from None
+        return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}

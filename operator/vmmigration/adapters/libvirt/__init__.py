@@ -1,0 +1,43 @@
+"""The libvirt adapter: the only package that imports libvirt.
+
+:func:`connect` is the :class:`vmmigration.service.ports.Connect` the
+application is wired with; :func:`engine` and :func:`prober` build the
+service's engine and prober on it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from vmmigration.adapters.libvirt.connection import DEFAULT_TIMEOUT_SECONDS
+from vmmigration.adapters.libvirt.host import Host
+from vmmigration.core.errors import VirtError
+from vmmigration.core.model import HostReport
+from vmmigration.service.engine import Engine
+from vmmigration.service.inventory import Prober, report_of
+
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "Host", "connect", "engine", "probe_once", "prober"]
+
+
+def connect(uri: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Host:
+    return Host(uri, timeout_seconds=timeout_seconds)
+
+
+def engine(*, poll_interval_seconds: float = 0.5,
+           libvirt_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Engine:
+    return Engine(connect=connect, poll_interval_seconds=poll_interval_seconds,
+                  libvirt_timeout_seconds=libvirt_timeout_seconds)
+
+
+def prober(*, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Prober:
+    return Prober(connect=connect, timeout_seconds=timeout_seconds)
+
+
+def probe_once(uri: str) -> HostReport:
+    """One probe on a connection of its own (the baseline the kept connections beat)."""
+    now = time.time()
+    try:
+        with Host(uri) as host:
+            return report_of(host, now=now)
+    except VirtError as error:
+        return HostReport(reachable=False, probed_at=now, error=str(error))

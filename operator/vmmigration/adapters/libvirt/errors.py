@@ -1,0 +1,57 @@
+"""libvirt's error codes mapped onto vmmigration's own errors, in one place."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import libvirt
+
+from vmmigration.core.errors import (
+    DomainNotFound,
+    HostUnreachable,
+    MigrationAborted,
+    MigrationFailed,
+    MigrationUnsafe,
+    OperationInvalid,
+    VirtError,
+)
+
+_UNREACHABLE = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_INVALID_CONN,
+}
+
+
+def mapped(error: libvirt.libvirtError, default: type[VirtError] = VirtError) -> VirtError:
+    code = error.get_error_code()
+    message = error.get_error_message() or str(error)
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        return DomainNotFound(message)
+    if code == libvirt.VIR_ERR_OPERATION_ABORTED:
+        return MigrationAborted(message)
+    if code == libvirt.VIR_ERR_MIGRATE_UNSAFE:
+        return MigrationUnsafe(message)
+    if code == libvirt.VIR_ERR_OPERATION_INVALID:
+        return OperationInvalid(message)
+    # A connection libvirt's keepalive closed ("connection closed due to keepalive
+    # timeout", then "client socket is closed") is an internal error of its RPC layer.
+    lost = code == libvirt.VIR_ERR_INTERNAL_ERROR and error.get_error_domain() == libvirt.VIR_FROM_RPC
+    if (code in _UNREACHABLE or lost) and default is not MigrationFailed:
+        return HostUnreachable(message)
+    return default(message)
+
+
+@contextlib.contextmanager
+def translated(default: type[VirtError] = VirtError) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as error:
+        raise mapped(error, default) from error
+
+
+# libvirt prints every error to stderr by default; we raise them instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)

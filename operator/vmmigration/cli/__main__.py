@@ -1,0 +1,3 @@
+from vmmigration.cli import main
+
+main()

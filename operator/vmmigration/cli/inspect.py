@@ -1,0 +1,38 @@
+"""``vmmigration inspect``: where a domain runs, and whether a job is still active."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from vmmigration.cli.common import libvirt_uri
+from vmmigration.core.errors import HostUnreachable
+
+
+@click.command()
+@click.argument("domain")
+@click.option("--from", "source", required=True, metavar="URI", callback=libvirt_uri)
+@click.option("--to", "target", required=True, metavar="URI", callback=libvirt_uri)
+def inspect(domain: str, source: str, target: str) -> None:
+    """Say where DOMAIN runs and whether a migration job is still active (after a crash)."""
+    from vmmigration.adapters.libvirt import Host
+    from vmmigration.service import aftermath
+
+    hosts: dict[str, Host | None] = {}
+    for role, uri in (("source", source), ("target", target)):
+        try:
+            hosts[role] = Host(uri)
+        except HostUnreachable as error:
+            click.echo(f"warning: {error}", err=True)
+            hosts[role] = None
+    found = aftermath.inspect(domain=domain, source=hosts["source"], target=hosts["target"])
+    click.echo(json.dumps({
+        "domain": domain,
+        "location": found.location.value,
+        "jobActive": found.job_active,
+        "source": found.source and found.source.state.value,
+        "target": found.target and found.target.state.value,
+        "downtimeMs": found.final and found.final.downtime_ms,
+        "unreachable": list(found.unreachable),
+    }, indent=2))

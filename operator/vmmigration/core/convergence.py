@@ -1,0 +1,174 @@
+"""Pure progress arithmetic and escalation rules for a running migration.
+
+The engine's monitor loop only polls libvirt, calls :func:`observe` and
+:func:`decide`, and acts on the answer. Keeping the rules free of I/O lets the
+tests cover them as tables, with no hypervisor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from vmmigration.core.model import GIB, JobProgress, OnTimeout, Policy
+
+
+class Decision(str, enum.Enum):
+    CONTINUE = "Continue"
+    SUSPEND_SOURCE = "SuspendSource"
+    START_POST_COPY = "StartPostCopy"
+    ABORT = "Abort"
+
+
+class Trigger(str, enum.Enum):
+    NONE = "None"
+    STALLED = "Stalled"  # remaining bytes stopped going down
+    OVERDUE = "Overdue"  # longer than the per-GiB completion budget
+    HARD_TIMEOUT = "HardTimeout"
+    REQUESTED = "Requested"  # someone asked for an abort
+
+
+@dataclasses.dataclass(frozen=True)
+class Watch:
+    """What the monitor remembers between polls. Replaced, never mutated."""
+
+    best_remaining: int | None = None
+    best_at_seconds: float = 0.0
+    escalated: bool = False
+    in_post_copy: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    trigger: Trigger
+
+
+def initial_watch(*, live: bool, policy: Policy) -> Watch:
+    """The watch a new job starts with.
+
+    A non-live copy has the VM paused already: suspending it or switching to
+    post-copy has no meaning, so it starts as if escalated, and only an abort
+    (by policy, request or hard timeout) can still act on it.
+    """
+    return Watch(escalated=not live and policy.on_timeout is not OnTimeout.ABORT)
+
+
+def observe(watch: Watch, progress: JobProgress) -> Watch:
+    """Fold one sample into the watch.
+
+    Progress means a *new low* of remaining bytes. Within one iteration the
+    figure falls, and at the start of the next it jumps back up to the pages
+    dirtied meanwhile; comparing with the last sample would call every new
+    iteration a stall, comparing with the best one does not.
+    """
+    remaining = progress.data_remaining
+    if progress.data_total == 0:
+        # libvirt reports zeros while the job is still setting up.
+        return watch
+    if watch.best_remaining is None or remaining < watch.best_remaining:
+        return dataclasses.replace(
+            watch, best_remaining=remaining, best_at_seconds=progress.elapsed_seconds
+        )
+    return watch
+
+
+def trigger(*, policy: Policy, watch: Watch, progress: JobProgress) -> Trigger:
+    elapsed = progress.elapsed_seconds
+    if policy.hard_timeout_seconds and elapsed > policy.hard_timeout_seconds:
+        return Trigger.HARD_TIMEOUT
+    if (
+        policy.progress_timeout_seconds
+        and watch.best_remaining is not None
+        and elapsed - watch.best_at_seconds > policy.progress_timeout_seconds
+    ):
+        return Trigger.STALLED
+    if policy.completion_timeout_seconds_per_gib and progress.data_total:
+        budget = policy.completion_timeout_seconds_per_gib * progress.data_total / GIB
+        if elapsed > budget:
+            return Trigger.OVERDUE
+    return Trigger.NONE
+
+
+_ESCALATION = {
+    OnTimeout.ABORT: Decision.ABORT,
+    OnTimeout.SUSPEND: Decision.SUSPEND_SOURCE,
+    OnTimeout.POST_COPY: Decision.START_POST_COPY,
+}
+
+
+def decide(
+    *, policy: Policy, watch: Watch, progress: JobProgress, abort_requested: bool = False
+) -> Verdict:
+    """The next step for a migration in flight.
+
+    Once in post-copy nothing can be aborted: the target already runs the VM
+    and the source holds pages it still needs, so cancelling would lose it.
+    """
+    if watch.in_post_copy:
+        return Verdict(Decision.CONTINUE, Trigger.NONE)
+    if abort_requested:
+        return Verdict(Decision.ABORT, Trigger.REQUESTED)
+    why = trigger(policy=policy, watch=watch, progress=progress)
+    if why is Trigger.NONE:
+        return Verdict(Decision.CONTINUE, why)
+    if why is Trigger.HARD_TIMEOUT:
+        return Verdict(Decision.ABORT, why)
+    if watch.escalated:
+        # One escalation per migration; after it only the hard timeout acts.
+        return Verdict(Decision.CONTINUE, Trigger.NONE)
+    if policy.on_timeout is OnTimeout.SUSPEND and not good_moment_to_suspend(
+        watch=watch, progress=progress, policy=policy, why=why
+    ):
+        return Verdict(Decision.CONTINUE, why)
+    return Verdict(_ESCALATION[policy.on_timeout], why)
+
+
+# Suspend when the current pass has less than this much transfer time left.
+SUSPEND_WINDOW_SECONDS = 1.0
+
+
+def good_moment_to_suspend(*, watch: Watch, progress: JobProgress, policy: Policy, why: Trigger) -> bool:
+    """Whether suspending now costs the least downtime.
+
+    Once suspended, QEMU must still send what is left of the current pass
+    plus every page dirtied during it. Suspending at the start of a pass
+    pays for a whole pass twice; near its end, almost only for the dirty set.
+    Passes are short next to the timeouts, so waiting for the end of one
+    costs little; if none comes in a further progress timeout, suspend anyway.
+    """
+    if progress.transfer_rate_bytes_per_s <= 0:
+        return True
+    if progress.data_remaining <= progress.transfer_rate_bytes_per_s * SUSPEND_WINDOW_SECONDS:
+        return True
+    if why is Trigger.STALLED:
+        waited = progress.elapsed_seconds - watch.best_at_seconds - policy.progress_timeout_seconds
+        return waited > policy.progress_timeout_seconds
+    return True
+
+
+def percent_done(progress: JobProgress) -> float:
+    """Share of the work done, 0–100, never moving past 99.9 before the job ends.
+
+    libvirt's data_total grows as pages are dirtied again, so processed/total
+    alone can go backwards; remaining against total is what a user expects.
+    """
+    if progress.data_total <= 0:
+        return 0.0
+    done = 100.0 * (progress.data_total - progress.data_remaining) / progress.data_total
+    return max(0.0, min(99.9, done))
+
+
+def eta_seconds(progress: JobProgress, *, guest_paused: bool = False) -> float | None:
+    """Seconds until remaining bytes reach zero at the net rate, or None if they never will.
+
+    QEMU's dirty rate is measured per iteration and goes stale once the guest
+    is paused (non-live, or the hybrid's suspend); a paused guest dirties nothing.
+    """
+    dirty = 0 if guest_paused else progress.dirty_rate_bytes_per_s
+    net = progress.transfer_rate_bytes_per_s - dirty
+    if progress.data_remaining == 0:
+        return 0.0
+    if progress.transfer_rate_bytes_per_s <= 0 or net <= 0:
+        return None
+    return progress.data_remaining / net

@@ -1,0 +1,182 @@
+"""Pure: what to do next for one VMMigration, from its spec, what its status remembers,
+and what the hypervisors report.
+
+The runtime calls :func:`decide` on every pass (an event, a timer, the end of a
+probe) and acts on the answer; this function never performs I/O, so each
+rule is a row in a table test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+from vmmigration.core.memory import Memory
+from vmmigration.core.reasons import Reason
+from vmmigration.core.spec import Desired, DriftAction, Phase, PlacementMode
+from vmmigration.core.scheduling import (
+    Claim,
+    HypervisorView,
+    InFlight,
+    choose_target,
+    conflicting,
+    suitable_home,
+    whereabouts,
+)
+
+
+# ---- actions ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Recover:
+    """Status says a migration was started, and no one here is watching it: inspect libvirt."""
+
+    source: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Migrate:
+    source: str
+    target: str
+    drift: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Placed:
+    current: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    """Nothing to do yet; keep the phase, say why."""
+
+    reason: Reason
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """Cannot proceed until something outside changes; reported as the Blocked condition."""
+
+    reason: Reason
+    message: str
+    current: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Abort:
+    current: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportDrift:
+    current: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Idle:
+    """placement: Once, and the VM was placed: stop watching."""
+
+
+Action = Recover | Migrate | Placed | Wait | Block | Abort | ReportDrift | Idle
+
+
+def decide(
+    *,
+    key: str,
+    created: str,
+    desired: Desired,
+    memory: Memory,
+    hypervisors: Mapping[str, HypervisorView],
+    claims: Iterable[Claim],
+    in_flight: Sequence[InFlight],
+    now: float,
+    avoid: Mapping[str, str] | None = None,
+) -> Action:
+    """``avoid`` maps hosts that refused this VM at a pre-check lately to why (selectors only)."""
+    if memory.phase is Phase.MIGRATING and memory.attempt is not None:
+        return Recover(source=memory.attempt.source, target=memory.attempt.target)
+
+    rival = conflicting(Claim(key=key, domain=desired.domain, created=created), claims)
+    if rival is not None:
+        return Block(Reason.CONFLICT, f"VMMigration {rival.key} is older and already manages domain "
+                                 f"{desired.domain}; delete one of the two")
+
+    if desired.placement is PlacementMode.ONCE and memory.phase is Phase.PLACED:
+        return Idle()
+
+    where = whereabouts(desired.domain, hypervisors)
+    if len(where.active) > 1:
+        return Block(Reason.RUNNING_TWICE, f"domain {desired.domain} runs on {' and '.join(where.active)} "
+                                     "at once; resolve this by hand, nothing will be moved")
+    if where.active:
+        current = where.active[0]
+    elif len(where.defined) == 1:
+        current = where.defined[0]
+    elif len(where.defined) > 1:
+        return Block(Reason.DEFINED_TWICE, f"domain {desired.domain} is shut off and defined on "
+                                     f"{' and '.join(where.defined)}; undefine one copy")
+    elif where.incoming:
+        return Wait(Reason.MIGRATION_IN_PROGRESS, f"domain {desired.domain} is arriving on "
+                                           f"{where.incoming[0]}")
+    elif where.unknown:
+        return Wait(Reason.INVENTORY_INCOMPLETE, f"domain {desired.domain} not found yet; not probed or "
+                                           f"unreachable: {', '.join(where.unknown)}")
+    else:
+        return Block(Reason.DOMAIN_NOT_FOUND, f"no Hypervisor holds a domain named {desired.domain}")
+
+    memory_bytes = where.summary.memory_bytes if where.summary else 0
+    if desired.target is not None:
+        view = hypervisors.get(desired.target)
+        if view is None:
+            return Block(Reason.UNKNOWN_HYPERVISOR, f"no Hypervisor named {desired.target}", current)
+        if current == desired.target:
+            return Placed(current)
+        if view.spec.maintenance:
+            return Block(Reason.HOST_IN_MAINTENANCE, f"target {desired.target} is in maintenance and "
+                                              "takes no new VMs", current)
+        if not view.reachable:
+            error = view.report.error if view.report else "not probed yet"
+            return Block(Reason.TARGET_UNREACHABLE, f"target {desired.target} is unreachable: {error}",
+                         current)
+        target = desired.target
+    else:
+        assert desired.selector is not None
+        home = hypervisors.get(current)
+        if home is not None and suitable_home(home, desired.selector):
+            return Placed(current)
+        chosen, why = choose_target(selector=desired.selector, hypervisors=hypervisors,
+                                    memory_bytes=memory_bytes, current=current,
+                                    preferred=memory.chosen_target, in_flight=in_flight,
+                                    avoid=avoid or {})
+        if chosen is None:
+            return Block(Reason.NO_ELIGIBLE_TARGET, f"no Hypervisor can take {desired.domain}: {why}",
+                         current)
+        target = chosen
+
+    placed_before = memory.placed_before
+    if desired.source is not None and current != desired.source and not placed_before:
+        return Block(Reason.NOT_ON_SOURCE, f"domain {desired.domain} is on {current}, not on "
+                                    f"sourceHypervisor {desired.source}", current)
+    if desired.abort:
+        return Abort(current)
+    if placed_before and desired.drift_action is DriftAction.REPORT:
+        return ReportDrift(current=current, target=target)
+    # A selector that moved on to another host after a refusal need not wait:
+    # the backoff was for the host that refused.
+    elsewhere = desired.selector is not None and target != memory.chosen_target
+    if memory.next_attempt_at is not None and now < memory.next_attempt_at and not elsewhere:
+        return Wait(Reason.BACKOFF, f"retrying in {memory.next_attempt_at - now:.0f} s "
+                               f"(attempt {memory.attempts + 1})")
+    return Migrate(source=current, target=target, drift=placed_before)
+
+
+def backoff_seconds(*, failures: int, base: float, cap: float) -> float:
+    """Exponential: base, 2·base, 4·base … capped; failures counts from 1."""
+    # 2 ** n as an int cannot become a float past n = 1023, so about 1000
+    # failures in (days of a VM that keeps failing, or an edited status.attempts)
+    # raised OverflowError on every pass. A float power saturates instead, and
+    # below the clamp it is exactly the int's value.
+    return float(min(cap, base * 2.0 ** min(max(0, failures - 1), 1000)))

@@ -1,0 +1,164 @@
+"""Pure: the status a VMMigration should show, and the smallest patch that gets it there.
+
+Conditions follow Kubernetes' convention: a ``lastTransitionTime`` changes
+only when a condition's status flips, and every condition carries the
+generation it was computed for, so ``kubectl wait --for=condition=Ready``
+and kstatus-based tools read it honestly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from vmmigration.core.memory import Condition, parse_timestamp, timestamp
+from vmmigration.core.spec import Phase
+from vmmigration.core.model import HostReport, JobProgress
+
+CONDITION_TYPES = ("Ready", "Progressing", "Queued", "Blocked", "Drifted")
+
+
+def conditions(
+    *,
+    previous: Any,
+    wanted: Iterable[Condition],
+    generation: int,
+    now: float,
+) -> list[dict[str, Any]]:
+    """All five condition types: the ``wanted`` ones, the rest False with reason ``AsExpected``."""
+    by_type = {c.type: c for c in wanted}
+    # The previous conditions are read back as stored; a hand-edited status can hold
+    # anything, and a non-list or an unhashable type raised TypeError here.
+    before = {c.get("type"): c for c in (previous if isinstance(previous, (list, tuple)) else ())
+              if isinstance(c, Mapping) and isinstance(c.get("type"), str)}
+    result = []
+    for kind in CONDITION_TYPES:
+        condition = by_type.get(kind) or Condition(kind, False, "AsExpected")
+        text = "True" if condition.status else "False"
+        old = before.get(kind)
+        since = (old.get("lastTransitionTime") if old and old.get("status") == text else None)
+        since = since if isinstance(since, str) else None  # the API wants a date-time string
+        result.append({
+            "type": kind,
+            "status": text,
+            "reason": condition.reason,
+            "message": condition.message,
+            "lastTransitionTime": since or timestamp(now),
+            "observedGeneration": generation,
+        })
+    return result
+
+
+def progress(update: JobProgress | None, *, percent: float, eta_seconds: float | None) -> dict[str, Any]:
+    if update is None:
+        return {"percent": round(percent, 1)}
+    body: dict[str, Any] = {
+        "percent": round(percent, 1),
+        "memoryTotalBytes": update.memory_total,
+        "memoryProcessedBytes": update.memory_processed,
+        "memoryRemainingBytes": update.memory_remaining,
+        "dirtyRateBytesPerSecond": update.dirty_rate_bytes_per_s,
+        "transferRateBytesPerSecond": update.transfer_rate_bytes_per_s,
+        "iteration": update.iteration,
+    }
+    if eta_seconds is not None:
+        body["etaSeconds"] = round(eta_seconds, 1)
+    return body
+
+
+def compose(
+    *,
+    previous: Mapping[str, Any],
+    phase: Phase,
+    generation: int,
+    now: float,
+    wanted: Iterable[Condition],
+    fields: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole new status: the previous one, the given fields (None removes one), phase and conditions."""
+    new = {k: v for k, v in previous.items() if k not in ("conditions", "phase")}
+    for name, value in (fields or {}).items():
+        if value is None:
+            new.pop(name, None)
+        else:
+            new[name] = value
+    new["phase"] = phase.value
+    new["observedGeneration"] = generation
+    new["conditions"] = conditions(previous=previous.get("conditions"), wanted=wanted,
+                                   generation=generation, now=now)
+    return new
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning old into new; empty when nothing changed."""
+    patch: dict[str, Any] = {}
+    for name in old:
+        if name not in new:
+            patch[name] = None
+    for name, value in new.items():
+        before = old.get(name)
+        if before == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[name] = merge_patch(before, value)
+        else:
+            patch[name] = value
+    return patch
+
+
+def hypervisor(
+    *,
+    previous: Mapping[str, Any],
+    report: HostReport,
+    generation: int,
+    now: float,
+    inbound: int,
+    outbound: int,
+    heartbeat_seconds: float = 60.0,
+) -> dict[str, Any]:
+    """A Hypervisor's status from its latest probe.
+
+    Free memory moves on every probe of a real host; a change under 1 % is not
+    written, and ``lastProbeTime`` alone is refreshed at most once per
+    ``heartbeat_seconds``, so a quiet host costs the API server almost nothing.
+    """
+    new: dict[str, Any] = {k: v for k, v in previous.items()}
+    old_conditions = previous.get("conditions")
+    # Read back as stored: a hand-edited status is not trusted to be a list.
+    old_reachable = next((c for c in (old_conditions if isinstance(old_conditions, (list, tuple)) else ())
+                          if isinstance(c, Mapping) and c.get("type") == "Reachable"), None)
+    state = "True" if report.reachable else "False"
+    since = old_reachable.get("lastTransitionTime") if old_reachable and old_reachable.get("status") == state else None
+    since = since if isinstance(since, str) else None  # the API wants a date-time string
+    new["conditions"] = [{
+        "type": "Reachable",
+        "status": state,
+        "reason": "Probed" if report.reachable else "Unreachable",
+        "message": "libvirt answered" if report.reachable else report.error[:500],
+        "lastTransitionTime": since or timestamp(now),
+        "observedGeneration": generation,
+    }]
+    new["observedGeneration"] = generation
+    new["inboundMigrations"] = inbound
+    new["outboundMigrations"] = outbound
+    if report.reachable:
+        new.update({
+            "libvirtVersion": report.libvirt_version,
+            "hypervisorVersion": report.hypervisor_version,
+            "cpuModel": report.cpu_model,
+            "memoryTotalBytes": report.memory_total_bytes,
+            "domains": [{"name": d.name, "uuid": d.uuid, "state": d.state.value,
+                         "memoryBytes": d.memory_bytes, "persistent": d.persistent}
+                        for d in sorted(report.domains, key=lambda d: d.name)],
+            "domainCount": len(report.domains),
+        })
+        stored = previous.get("memoryFreeBytes")
+        # int("lots") raised ValueError; anything but a stored count means "write it anew".
+        old_free = stored if isinstance(stored, int) and not isinstance(stored, bool) else 0
+        if not old_free or abs(report.memory_free_bytes - old_free) > old_free // 100:
+            new["memoryFreeBytes"] = report.memory_free_bytes
+    stale = (parse_timestamp(previous.get("lastProbeTime")) or 0.0) + heartbeat_seconds <= now
+    if stale or {k: v for k, v in new.items() if k != "lastProbeTime"} != {
+            k: v for k, v in previous.items() if k != "lastProbeTime"}:
+        new["lastProbeTime"] = timestamp(report.probed_at)
+    return new

@@ -1,0 +1,216 @@
+"""Driving one migration for the loop: the pre-checks, then the engine in a worker thread
+while progress is written at a bounded rate and an abort is watched for.
+
+Each step ends in the :class:`~vmmigration.core.effects.Effects` its outcome
+calls for; the loop carries it out. Nothing here decides what to write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from vmmigration.core import effects as fx
+from vmmigration.core.config import Settings
+from vmmigration.core.errors import CredentialsError, VirtError
+from vmmigration.core.location import Location
+from vmmigration.core.model import EffectiveMode, MigrationRequest, MigrationResult, Update
+from vmmigration.core.reasons import Reason
+from vmmigration.core.spec import Desired
+from vmmigration.service.aftermath import Aftermath
+from vmmigration.service.engine import (
+    Engine,
+    MigrationCancelled,
+    MigrationError,
+    NoJobToAdopt,
+    PrecheckFailed,
+)
+from vmmigration.service.fleet import Fleet
+from vmmigration.service.ports import Metrics, Stopped
+from vmmigration.service.probes import Probes
+
+log = logging.getLogger(__name__)
+
+# The values of the result label of vmmigration_migrations_total.
+SUCCEEDED, FAILED, ABORTED = "succeeded", "failed", "aborted"
+
+
+@dataclasses.dataclass
+class Control:
+    """The handles on one migration this process drives or watches."""
+
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    detach: threading.Event = dataclasses.field(default_factory=threading.Event)
+    latest: Update | None = None
+
+
+class Driver:
+    def __init__(self, *, fleet: Fleet, probes: Probes, engine: Engine, metrics: Metrics,
+                 settings: Settings, clock: Callable[[], float]) -> None:
+        self.fleet = fleet
+        self.probes = probes
+        self.engine = engine
+        self.metrics = metrics
+        self.settings = settings
+        self.clock = clock
+        self.retry = fx.Retry(base_seconds=settings.retry_base_seconds,
+                              cap_seconds=settings.retry_max_seconds)
+        self.controls: dict[str, Control] = {}
+
+    async def request(self, desired: Desired, *, source: str, target: str) -> MigrationRequest:
+        return MigrationRequest(
+            domain=desired.domain,
+            source_uri=await self.probes.connection_uri(source),
+            target_uri=await self.probes.connection_uri(target),
+            mode=desired.mode,
+            policy=desired.policy,
+            storage=desired.storage,
+            persistence=desired.persistence,
+            migration_address=self.fleet.hypervisors[target].spec.migration_address,
+        )
+
+    async def validate(self, command: fx.Validate, *, desired: Desired) -> fx.Effects:
+        source, target, attempts = command.source, command.target, command.attempts
+        try:
+            request = await self.request(desired, source=source, target=target)
+            await asyncio.to_thread(self.engine.check, request)
+        except PrecheckFailed as refused:
+            return fx.refused(selector=desired.selector is not None, source=source, target=target,
+                              attempts=attempts, reason=refused.findings[0].reason,
+                              message=str(refused), now=self.clock(), retry=self.retry,
+                              hold_seconds=self.settings.retry_max_seconds)
+        except Exception as error:  # credentials, a host gone: a failure to report and retry
+            if isinstance(error, VirtError):
+                self.metrics.libvirt_error("check")
+            reason = Reason.CREDENTIALS if isinstance(error, CredentialsError) else Reason.VALIDATION_ERROR
+            return fx.failed(source=source, target=target, attempts=attempts - 1, reason=reason,
+                             message=str(error)[:300], current=source, now=self.clock(),
+                             retry=self.retry)
+        return fx.checked(domain=desired.domain, source=source, target=target, attempts=attempts,
+                          now=self.clock())
+
+    async def run(self, command: fx.Start, *, key: str, body: Any, desired: Desired,
+                  stopped: Stopped, progressed: Callable[[fx.Effects], Awaitable[None]]) -> fx.Effects | None:
+        """Start (or adopt) and watch the migration; the Effects of its end, or None when
+        this process let go of a job that keeps running."""
+        source, target, attempts = command.source, command.target, command.attempts
+        control = self.controls[key] = Control()
+        self.fleet.limiter.running(key, running=True)
+        operation = "adopt" if command.adopt else "migrate"
+
+        def on_update(update: Update) -> None:
+            control.latest = update  # from the engine's thread; read by the loop below
+
+        try:
+            request = await self.request(desired, source=source, target=target)
+            call = self.engine.adopt if command.adopt else self.engine.migrate
+            task = asyncio.ensure_future(asyncio.to_thread(call, request, on_update=on_update,
+                                                           cancel=control.cancel,
+                                                           detach=control.detach))
+            # A detached task ends after we stopped listening; fetch its outcome so
+            # asyncio does not warn about it.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            written: Update | None = None
+            last_write = 0.0
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                if stopped and not stopped.is_deleted():
+                    # The operator is exiting or handing over to a peer: leave the
+                    # job running (it is peer-to-peer) and its attempt in the status,
+                    # so whoever runs next adopts it instead of waiting here.
+                    log.info("%s: leaving the migration of %s running for the next operator",
+                             key, desired.domain)
+                    control.detach.set()
+                    return None
+                spec = body.get("spec") or {}
+                if (spec.get("abort") or (stopped and stopped.is_deleted())) and not control.cancel.is_set():
+                    log.info("%s: abort requested; cancelling the migration of %s", key, desired.domain)
+                    control.cancel.set()
+                latest = control.latest
+                if latest is not None:
+                    self.metrics.sample(key, latest.progress, percent=latest.percent)
+                if (latest is not None and latest is not written
+                        and self.clock() - last_write >= self.settings.progress_interval_seconds):
+                    written, last_write = latest, self.clock()
+                    try:
+                        await progressed(fx.progressed(latest))
+                    except Exception:  # progress is best effort; the outcome is not
+                        log.debug("%s: progress not written", key, exc_info=True)
+            result: MigrationResult = task.result()
+        except NoJobToAdopt as nothing:
+            return self._unwatched(key, desired=desired, attempts=attempts, source=source,
+                                   target=target, found=nothing.found)
+        except PrecheckFailed as refused:
+            return fx.failed(source=source, target=target, attempts=attempts - 1,
+                             reason=refused.findings[0].reason, message=str(refused),
+                             current=source, now=self.clock(), retry=self.retry, blocked=True)
+        except MigrationCancelled as cancelled:
+            self.metrics.ended(key, mode=self._mode(control, desired), result=ABORTED)
+            return fx.cancelled(source=source, target=target, location=cancelled.location,
+                                message=str(cancelled), now=self.clock())
+        except MigrationError as failed:
+            if failed.reason.libvirt_fault:
+                self.metrics.libvirt_error(operation)
+            self.metrics.ended(key, mode=self._mode(control, desired), result=FAILED)
+            current = target if failed.location is Location.TARGET else source
+            return fx.failed(source=source, target=target, attempts=attempts, reason=failed.reason,
+                             message=str(failed), current=current, now=self.clock(),
+                             retry=self.retry)
+        except VirtError as error:
+            self.metrics.libvirt_error(operation)
+            self.metrics.ended(key, mode=self._mode(control, desired), result=FAILED)
+            return fx.failed(source=source, target=target, attempts=attempts,
+                             reason=Reason.LIBVIRT_ERROR, message=str(error), current=source,
+                             now=self.clock(), retry=self.retry)
+        finally:
+            self.controls.pop(key, None)
+            self.fleet.limiter.running(key, running=False)
+            self.metrics.left(key)
+        return self._succeeded(key, desired=desired, result=result, source=source, target=target)
+
+    def cancel(self, key: str) -> None:
+        control = self.controls.get(key)
+        if control is not None:
+            control.cancel.set()
+
+    @staticmethod
+    def _mode(control: Control, desired: Desired) -> str:
+        latest = control.latest
+        return latest.mode.value if latest is not None else desired.mode.value
+
+    def _succeeded(self, key: str, *, desired: Desired, result: MigrationResult, source: str,
+                   target: str) -> fx.Effects:
+        self.metrics.ended(key, mode=result.mode.value, result=SUCCEEDED,
+                           duration_seconds=result.duration_seconds,
+                           downtime_ms=result.downtime_ms,
+                           transferred_bytes=result.bytes_transferred)
+        return fx.succeeded(domain=desired.domain, source=source, target=target, result=result,
+                            now=self.clock())
+
+    def _unwatched(self, key: str, *, desired: Desired, attempts: int, source: str, target: str,
+                   found: Aftermath) -> fx.Effects:
+        """No job runs any more: the attempt ended while no one watched. Where is the VM?"""
+        if found.unreachable:
+            return fx.unreadable(found.unreachable)
+        if found.location is Location.TARGET:
+            final = found.final
+            result = MigrationResult(
+                domain=desired.domain,
+                mode=EffectiveMode.LIVE if (found.target and found.target.active) else EffectiveMode.OFFLINE,
+                duration_seconds=final.elapsed_seconds if final else 0.0,
+                downtime_ms=final.downtime_ms if final else None,
+                bytes_transferred=final.data_processed if final else 0, final=final)
+            return self._succeeded(key, desired=desired, result=result,
+                                   source=source, target=target)
+        if found.location is Location.SOURCE:
+            # The attempt never moved the VM (or failed while we were away).
+            # Nothing runs now, so the next pass may start a fresh attempt.
+            return fx.interrupted(domain=desired.domain, source=source, target=target,
+                                  now=self.clock())
+        return fx.misplaced(domain=desired.domain, source=source, target=target,
+                            attempts=attempts, location=found.location, now=self.clock(),
+                            retry=self.retry)

@@ -1,0 +1,439 @@
+"""Runs one migration: pre-checks, start (or adopt a running job), monitor, final statistics.
+
+libvirt's migrate call blocks until the job ends (forever, for a live
+migration that cannot converge), so it runs in a worker thread while this
+thread runs the monitor loop of :mod:`vmmigration.service.monitor`, which polls
+the job about twice a second and acts on the pure rules of
+:mod:`vmmigration.core.convergence`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from vmmigration.core import convergence, planner, prechecks
+from vmmigration.core.convergence import Trigger
+from vmmigration.core.model import (
+    DiskImage,
+    DomainSummary,
+    EffectiveMode,
+    JobProgress,
+    MigrationRequest,
+    MigrationResult,
+    Mode,
+    PauseReason,
+    PowerState,
+    Storage,
+    Update,
+    display_uri,
+)
+from vmmigration.core.location import Location
+from vmmigration.core.prechecks import Finding
+from vmmigration.service import aftermath
+from vmmigration.core.errors import HostUnreachable, VirtError
+from vmmigration.core.reasons import Reason, classify, hint
+from vmmigration.service.monitor import Detached, quietly, watch_job
+from vmmigration.service.ports import Connect, LibvirtHost
+
+__all__ = ["Detached", "Engine", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
+           "PrecheckFailed", "Update"]
+
+log = logging.getLogger(__name__)
+
+
+class PrecheckFailed(Exception):
+    """Nothing was changed: the migration was refused before it started."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        super().__init__("; ".join(f"{f.reason}: {f.message}" for f in findings))
+        self.findings = findings
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f.reason for f in self.findings]
+
+
+class MigrationError(Exception):
+    """The migration started and did not complete. ``location`` says where the VM runs now."""
+
+    def __init__(self, message: str, *, location: Location, last: JobProgress | None,
+                 reason: Reason = Reason.MIGRATION_FAILED) -> None:
+        super().__init__(message)
+        self.location = location
+        self.last = last
+        self.reason = reason
+
+
+class NoJobToAdopt(Exception):
+    """adopt() found no migration job running for the domain."""
+
+    def __init__(self, found: aftermath.Aftermath) -> None:
+        super().__init__(f"no migration job runs for {found.domain}; it is on the "
+                         f"{found.location.value.lower()}")
+        self.found = found
+
+
+class MigrationCancelled(MigrationError):
+    """Aborted on request (spec.abort, deletion, Ctrl-C)."""
+
+
+class MigrationTimedOut(MigrationError):
+    """Did not converge, and the policy aborted it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mode: Mode
+    flags: planner.MigrationFlags
+    domain: DomainSummary
+    precreate: tuple[DiskImage, ...] = ()
+
+
+class Engine:
+    def __init__(self, *, connect: Connect, poll_interval_seconds: float = 0.5,
+                 libvirt_timeout_seconds: float = 30.0) -> None:
+        self.connect = connect
+        self.poll_interval_seconds = poll_interval_seconds
+        # A host silent this long fails the call: a target that hangs mid-migration
+        # ends in a failure that says where the VM runs, not a migration stuck forever.
+        self.libvirt_timeout_seconds = libvirt_timeout_seconds
+
+    def _open(self, uri: str, *, role: str) -> LibvirtHost:
+        try:
+            return self.connect(uri, timeout_seconds=self.libvirt_timeout_seconds)
+        except HostUnreachable as error:
+            reason = "SourceUnreachable" if role == "source" else "TargetUnreachable"
+            raise PrecheckFailed([Finding(reason, f"{role} {display_uri(uri)} is unreachable: "
+                                                  f"{error}")]) from error
+
+    @contextlib.contextmanager
+    def _connected(self, request: MigrationRequest) -> Iterator[tuple[LibvirtHost, LibvirtHost]]:
+        """Both hosts, or PrecheckFailed naming the one that cannot be reached."""
+        with self._open(request.source_uri, role="source") as source, \
+                self._open(request.target_uri, role="target") as target:
+            yield source, target
+
+    # ---- pre-checks -------------------------------------------------------
+
+    def plan(self, request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost) -> Plan:
+        """Every pre-check, in order; raises PrecheckFailed and changes nothing."""
+        domain = source.find(request.domain)
+        if domain is None:
+            raise PrecheckFailed(
+                [Finding("DomainNotFound", f"domain {request.domain} is not defined on {display_uri(source.uri)}")]
+            )
+        if source.job(request.domain) is not None:
+            # Never a second migration of a VM that is still moving.
+            raise PrecheckFailed([Finding(
+                "MigrationInProgress",
+                f"a migration job of {request.domain} is already running on {display_uri(source.uri)}; "
+                "wait for it, abort it, or adopt it (vmmigration migrate --adopt)",
+            )])
+        try:
+            mode = planner.choose_mode(requested=request.mode, domain=domain)
+            flags = planner.migration_flags(
+                mode=mode,
+                domain=domain,
+                policy=request.policy,
+                storage=request.storage,
+                persistence=request.persistence,
+            )
+        except planner.PlanError as error:
+            raise PrecheckFailed([Finding(error.reason, str(error))]) from error
+        disks = source.disks(request.domain)
+        invisible = tuple(d for d in disks if not target.disk_visible(d.path))
+        facts_source = prechecks.SourceFacts(
+            host=display_uri(source.uri), domain=domain, versions=source.versions(), disks=disks,
+            host_uuid=source.host_uuid(),
+        )
+        facts_target = prechecks.TargetFacts(
+            host=display_uri(target.uri),
+            versions=target.versions(),
+            free_memory_bytes=target.free_memory_bytes(),
+            domains=target.domains(),
+            cpu=target.compare_cpu(domain_xml=source.domain_xml(request.domain)),
+            invisible_disks=tuple(d.path for d in invisible),
+            host_uuid=target.host_uuid(),
+            uncreatable_disks=tuple(d.path for d in invisible if not target.has_pool_for(d.path)),
+            invisible_backing=tuple(
+                d.backing for d in invisible if d.backing and not target.disk_visible(d.backing)
+            ),
+        )
+        findings = list(
+            prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage)
+        )
+        if findings:
+            raise PrecheckFailed(findings)
+        # libvirt creates the copies of non-shared disks for CopyAll, but an
+        # incremental copy needs the top image there already, on its backing.
+        precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()
+        return Plan(mode=mode, flags=flags, domain=domain, precreate=precreate)
+
+    def check(self, request: MigrationRequest) -> Mode:
+        """Every pre-check, on its own, changing nothing: the mode the request resolves to.
+
+        The operator shows this as its Validating phase, so a refusal is
+        visible before anything moves. migrate() checks again (cheaply) in
+        case the world changed in between.
+        """
+        with self._connected(request) as (source, target):
+            return self.plan(request, source=source, target=target).mode
+
+    # ---- the migration ----------------------------------------------------
+
+    def migrate(
+        self,
+        request: MigrationRequest,
+        *,
+        on_update: Callable[[Update], None] | None = None,
+        cancel: threading.Event | None = None,
+        detach: threading.Event | None = None,
+    ) -> MigrationResult:
+        with self._connected(request) as (source, target):
+            plan = self.plan(request, source=source, target=target)
+            return self._run(request, plan, source=source, target=target, on_update=on_update,
+                             cancel=cancel or threading.Event(), detach=detach)
+
+    def adopt(
+        self,
+        request: MigrationRequest,
+        *,
+        on_update: Callable[[Update], None] | None = None,
+        cancel: threading.Event | None = None,
+        detach: threading.Event | None = None,
+    ) -> MigrationResult:
+        """Take over the watch of a migration job already running, as after a restart.
+
+        Never starts a migration. Escalates by ``request.policy`` as migrate()
+        does, and ends the same way: a result if the VM ended on the target, a
+        MigrationError (with where the VM runs) if not. Raises NoJobToAdopt when
+        no job runs; :func:`aftermath.inspect` then tells what happened.
+        """
+        with self._connected(request) as (source, target):
+            name = request.domain
+            found = aftermath.inspect(domain=name, source=source, target=target)
+            if not found.job_active or found.source is None:
+                raise NoJobToAdopt(found)
+            before = found.source
+            user_paused = before.pause_reason is PauseReason.USER
+            # A source paused by the migration is as escalated as it gets
+            # (a non-live copy or an earlier suspend: libvirt cannot tell which).
+            mode = {
+                PauseReason.POST_COPY: EffectiveMode.POST_COPY,
+                PauseReason.MIGRATION: EffectiveMode.LIVE_SUSPENDED,
+            }.get(before.pause_reason, EffectiveMode.LIVE)
+            log.info("adopting the running migration of %s (%s)", name, mode.value)
+
+            def wait_for_end(seconds: float) -> bool:
+                time.sleep(seconds)
+                try:
+                    return source.job(name) is None
+                except VirtError:
+                    return True  # cannot watch a host we cannot reach; settle below
+
+            started = time.monotonic()
+            outcome = watch_job(
+                source=source,
+                name=name,
+                policy=request.policy,
+                mode=mode,
+                watch=convergence.Watch(escalated=mode is not EffectiveMode.LIVE,
+                                        in_post_copy=mode is EffectiveMode.POST_COPY),
+                wait_for_end=wait_for_end,
+                poll_interval_seconds=self.poll_interval_seconds,
+                cancel=cancel or threading.Event(),
+                on_update=on_update,
+                detach=detach,
+            )
+            duration = (found.job.elapsed_seconds if found.job else 0.0) + time.monotonic() - started
+            # The VM was running before the migration unless its user paused it.
+            plan = Plan(mode=Mode.LIVE, flags=planner.MigrationFlags(), domain=before if user_paused
+                        else dataclasses.replace(before, state=PowerState.RUNNING,
+                                                 pause_reason=PauseReason.NONE))
+            if aftermath.inspect(domain=name, source=source, target=target).location is Location.TARGET:
+                return self._settle(request, plan, mode=outcome.mode, last=outcome.last,
+                                    duration=duration, source=source, target=target,
+                                    on_update=on_update)
+            self._restore_after_failure(plan, source=source, target=target,
+                                        suspended_by_us=not user_paused)
+            raise self._failure(VirtError("the job ended without moving the VM"), request,
+                                outcome.abort_trigger, source=source, target=target,
+                                last=outcome.last)
+
+    def _run(
+        self,
+        request: MigrationRequest,
+        plan: Plan,
+        *,
+        source: LibvirtHost,
+        target: LibvirtHost,
+        on_update: Callable[[Update], None] | None,
+        cancel: threading.Event,
+        detach: threading.Event | None = None,
+    ) -> MigrationResult:
+        name = request.domain
+        policy = request.policy
+        mode = planner.initial_effective_mode(plan.mode)
+        failure: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                source.migrate(
+                    name,
+                    target_uri=request.target_uri,
+                    flags=plan.flags,
+                    bandwidth_mib_per_s=policy.bandwidth_mib_per_s,
+                    parallel_connections=policy.parallel_connections,
+                    migration_address=request.migration_address,
+                )
+            except BaseException as error:  # handed to the monitor thread
+                failure.append(error)
+
+        created = self._precreate(plan, request, source=source, target=target)
+        started = time.monotonic()
+        thread = threading.Thread(target=worker, name=f"migrate-{name}", daemon=True)
+        thread.start()
+        log.info("migration of %s started: %s -> %s (%s)", name, display_uri(request.source_uri),
+                 display_uri(request.target_uri), mode.value)
+
+        def wait_for_end(seconds: float) -> bool:
+            thread.join(seconds)
+            return not thread.is_alive()
+
+        outcome = watch_job(
+            source=source,
+            name=name,
+            policy=policy,
+            mode=mode,
+            watch=convergence.initial_watch(live=plan.mode is Mode.LIVE, policy=policy),
+            wait_for_end=wait_for_end,
+            poll_interval_seconds=self.poll_interval_seconds,
+            cancel=cancel,
+            on_update=on_update,
+            detach=detach,
+        )
+        mode, last = outcome.mode, outcome.last
+        duration = time.monotonic() - started
+        if failure:
+            self._restore_after_failure(plan, source=source, target=target,
+                                        suspended_by_us=outcome.suspended_by_us)
+            self._remove_images(created, name=name, target=target)
+            raise self._failure(failure[0], request, outcome.abort_trigger, source=source,
+                                target=target, last=last) from failure[0]
+        return self._settle(request, plan, mode=mode, last=last, duration=duration,
+                            source=source, target=target, on_update=on_update)
+
+    def _settle(self, request: MigrationRequest, plan: Plan, *, mode: EffectiveMode,
+                last: JobProgress | None, duration: float, source: LibvirtHost, target: LibvirtHost,
+                on_update: Callable[[Update], None] | None) -> MigrationResult:
+        """The job succeeded: make sure the VM runs on the target and read the final statistics."""
+        name = request.domain
+
+        self._ensure_running_on_target(plan, target=target)
+        final = target.completed_job(name)
+        if final is None and not request.persistence.undefine_on_source:
+            final = source.completed_job(name)
+        if on_update is not None and final is not None:
+            on_update(Update(domain=name, mode=mode, progress=final, percent=100.0,
+                             eta_seconds=0.0, note="completed"))
+        return MigrationResult(
+            domain=name,
+            mode=mode,
+            duration_seconds=duration,
+            downtime_ms=final.downtime_ms if final else None,
+            # After post-copy libvirt keeps no completed statistics on the
+            # target; the last sample from the source is a lower bound.
+            bytes_transferred=final.data_processed if final else (last.data_processed if last else 0),
+            final=final,
+        )
+
+    # ---- helpers ----------------------------------------------------------
+
+    def _precreate(self, plan: Plan, request: MigrationRequest, *, source: LibvirtHost,
+                   target: LibvirtHost) -> list[str]:
+        created: list[str] = []
+        try:
+            for image in plan.precreate:
+                target.create_image(image, capacity_bytes=source.disk_capacity(request.domain, image.path))
+                created.append(image.path)
+        except VirtError as error:
+            self._remove_images(created, name=request.domain, target=target)
+            raise PrecheckFailed([Finding("TargetStorage", f"cannot create the disks on "
+                                          f"{display_uri(target.uri)}: {error}")]) from error
+        return created
+
+    @staticmethod
+    def _remove_images(paths: list[str], *, name: str, target: LibvirtHost) -> None:
+        """Remove copies we created for a migration that did not happen: they hold nothing."""
+        if not paths or target.find(name) is not None:
+            return
+        for path in paths:
+            quietly(lambda: target.delete_image(path))
+
+    @staticmethod
+    def _restore_after_failure(
+        plan: Plan, *, source: LibvirtHost, target: LibvirtHost, suspended_by_us: bool
+    ) -> None:
+        """A VM is never left paused: resume the source if we (or the copy) paused it."""
+        was_running = plan.domain.state is PowerState.RUNNING
+        try:
+            now = source.find(plan.domain.name)
+            on_target = target.find(plan.domain.name)
+        except VirtError:
+            return
+        target_runs = on_target is not None and on_target.state is PowerState.RUNNING
+        if (
+            now is not None
+            and now.state is PowerState.PAUSED
+            and now.pause_reason not in (PauseReason.POST_COPY, PauseReason.POST_COPY_FAILED)
+            and (suspended_by_us or was_running)
+            and not target_runs
+        ):
+            log.info("resuming %s on the source after the failed migration", plan.domain.name)
+            quietly(lambda: source.resume(plan.domain.name))
+
+    @staticmethod
+    def _ensure_running_on_target(plan: Plan, *, target: LibvirtHost) -> None:
+        if plan.domain.state is not PowerState.RUNNING:
+            return
+        now = target.find(plan.domain.name)
+        if now is not None and now.state is PowerState.PAUSED and now.pause_reason not in (
+            PauseReason.POST_COPY, PauseReason.POST_COPY_FAILED
+        ):
+            log.warning("%s arrived paused on the target; resuming it", plan.domain.name)
+            quietly(lambda: target.resume(plan.domain.name))
+
+    @staticmethod
+    def _failure(
+        error: BaseException,
+        request: MigrationRequest,
+        trigger: Trigger | None,
+        *,
+        source: LibvirtHost,
+        target: LibvirtHost,
+        last: JobProgress | None,
+    ) -> MigrationError:
+        where = aftermath.inspect(domain=request.domain, source=source, target=target).location
+        runs = f"the VM runs on the {where.value.lower()}"
+        reason = classify(error, trigger)
+        if reason is Reason.ABORTED:
+            return MigrationCancelled(f"migration of {request.domain} aborted on request; {runs}",
+                                      location=where, last=last, reason=reason)
+        if reason is Reason.TIMED_OUT:
+            why = trigger.value if trigger else "Aborted"
+            return MigrationTimedOut(
+                f"migration of {request.domain} did not converge ({why}) and was aborted by "
+                f"policy; {runs}", location=where, last=last, reason=reason)
+        if reason is Reason.ABORTED_OUTSIDE:
+            return MigrationError(
+                f"migration of {request.domain} was aborted outside vmmigration (libvirt's job "
+                f"was cancelled, as by virsh domjobabort); {runs}", location=where, last=last,
+                reason=reason)
+        return MigrationError(
+            f"migration of {request.domain} failed: {error}; {runs}.{hint(error, where)}",
+            location=where, last=last, reason=reason)

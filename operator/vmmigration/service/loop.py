@@ -1,0 +1,193 @@
+"""The per-VMMigration loop: read, decide (pure), carry out the Effects, wait.
+
+kopf runs one :meth:`Loop.serve` coroutine (a daemon) per VMMigration. Each
+pass reads the live spec, what its status remembers and the latest probe of
+every Hypervisor; :func:`vmmigration.core.reconcile.decide` and
+:mod:`vmmigration.core.effects` say what to write, post and do; the loop
+writes the status once, posts the Events, and runs the command, whose
+outcome is carried out the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from vmmigration.core import effects as fx
+from vmmigration.core import reconcile, status
+from vmmigration.core.config import Settings
+from vmmigration.core.memory import Memory
+from vmmigration.core.spec import Desired, SpecError, parse_vmmigration
+from vmmigration.service.driver import Driver
+from vmmigration.service.fleet import Fleet
+from vmmigration.service.ports import EventPoster, Kube, Metrics, Stopped
+from vmmigration.service.probes import Probes
+
+log = logging.getLogger(__name__)
+
+
+class StatusWriter:
+    """The last status written for each VMMigration, and a write only when it changes."""
+
+    def __init__(self, *, kube: Kube, metrics: Metrics) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self._statuses: dict[str, dict[str, Any]] = {}
+
+    def previous(self, key: str, body: Any) -> dict[str, Any]:
+        if key not in self._statuses:
+            self._statuses[key] = dict(body.get("status") or {})
+        return self._statuses[key]
+
+    def forget(self, key: str) -> None:
+        self._statuses.pop(key, None)
+
+    async def write(self, key: str, body: Any, effects: fx.Effects, *, now: float) -> None:
+        if effects.phase is None:
+            return
+        previous = self.previous(key, body)
+        new = status.compose(previous=previous, phase=effects.phase,
+                             generation=int(body["metadata"].get("generation") or 0), now=now,
+                             wanted=effects.conditions, fields=effects.fields)
+        patch = status.merge_patch(previous, new)
+        if not patch:
+            return
+        namespace, name = key.split("/", 1)
+        await asyncio.to_thread(self.kube.patch_vmmigration_status, namespace=namespace,
+                                name=name, patch=patch)
+        self.metrics.status_patched("vmmigrations")
+        self._statuses[key] = new
+
+
+class Loop:
+    def __init__(self, *, fleet: Fleet, probes: Probes, driver: Driver, writer: StatusWriter,
+                 post_event: EventPoster, metrics: Metrics, settings: Settings,
+                 clock: Callable[[], float]) -> None:
+        self.fleet = fleet
+        self.probes = probes
+        self.driver = driver
+        self.writer = writer
+        self.post_event = post_event
+        self.metrics = metrics
+        self.settings = settings
+        self.clock = clock
+        # key -> host -> (until, why): targets that refused a VM at a pre-check.
+        self._avoid: dict[str, dict[str, tuple[float, str]]] = {}
+
+    def forget(self, key: str) -> None:
+        self.writer.forget(key)
+        self._avoid.pop(key, None)
+
+    async def serve(self, *, key: str, body: Any, stopped: Stopped) -> None:
+        """The daemon: decide and act until the resource is deleted or the operator stops."""
+        waker = self.fleet.waker(key)
+        try:
+            while not stopped:
+                waker.clear()
+                try:
+                    idle = await self.pass_once(key=key, body=body, stopped=stopped)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.metrics.reconcile_error()
+                    log.exception("reconciling %s failed; retrying", key)
+                    idle = False
+                timeout = None if idle else self.settings.resync_interval_seconds
+                await _wait_for(waker, stopped, timeout=timeout)
+        finally:
+            self.fleet.forget_waker(key)
+
+    async def pass_once(self, *, key: str, body: Any, stopped: Stopped) -> bool:
+        """One decision and what it calls for. True when there is nothing left to watch."""
+        try:
+            desired = parse_vmmigration(body.get("spec"))
+        except SpecError as error:
+            return await self.carry_out(fx.invalid_spec(str(error)), key=key, body=body,
+                                        desired=None, stopped=stopped)
+        memory = Memory.from_status(self.writer.previous(key, body))
+        effects = self._plan(key=key, body=body, desired=desired, memory=memory, looked_again=False)
+        if isinstance(effects.command, fx.LookAgain):
+            await self.probes.reprobe(*self.fleet.hypervisors)
+            effects = self._plan(key=key, body=body, desired=desired,
+                                 memory=Memory.from_status(self.writer.previous(key, body)),
+                                 looked_again=True)
+        return await self.carry_out(effects, key=key, body=body, desired=desired, stopped=stopped)
+
+    def _plan(self, *, key: str, body: Any, desired: Desired, memory: Memory,
+              looked_again: bool) -> fx.Effects:
+        now = self.clock()
+        avoid = {host: why for host, (until, why) in self._avoid.get(key, {}).items() if until > now}
+        limiter = self.fleet.limiter
+        action = reconcile.decide(
+            key=key, created=str(body["metadata"].get("creationTimestamp") or ""),
+            desired=desired, memory=memory, hypervisors=self.fleet.hypervisors,
+            claims=self.fleet.claims.on(desired.domain), in_flight=limiter.in_flight, now=now,
+            avoid=avoid)
+        admission = (limiter.why_not(source=action.source, target=action.target,
+                                     hypervisors=self.fleet.hypervisors)
+                     if isinstance(action, reconcile.Migrate) else None)
+        log.debug("%s: %s -> %s", key, memory, action)
+        return fx.plan(action, desired=desired, memory=memory, hypervisors=self.fleet.hypervisors,
+                       admission=admission, looked_again=looked_again)
+
+    async def carry_out(self, effects: fx.Effects, *, key: str, body: Any,
+                        desired: Desired | None, stopped: Stopped) -> bool:
+        """Carry out one Effects, then the command's outcome in turn; True when idle."""
+        command = effects.command
+        holds = isinstance(command, (fx.Validate, fx.Start)) and not self.fleet.limiter.holds(key)
+        if holds:
+            # Taken before the first await, so no other loop can take the same slot.
+            assert isinstance(command, (fx.Validate, fx.Start))
+            self.fleet.limiter.hold(key, source=command.source, target=command.target)
+        try:
+            while True:
+                await self._apply(effects, key=key, body=body)
+                command = effects.command
+                if desired is None or not isinstance(command, (fx.Validate, fx.Start)):
+                    return effects.idle
+                if isinstance(command, fx.Validate):
+                    effects = await self.driver.validate(command, desired=desired)
+                    continue
+
+                async def progressed(update: fx.Effects) -> None:
+                    await self.writer.write(key, body, update, now=self.clock())
+
+                ended = await self.driver.run(command, key=key, body=body, desired=desired,
+                                              stopped=stopped, progressed=progressed)
+                if ended is None:  # left running for the next operator
+                    return False
+                effects = ended
+        finally:
+            if holds:
+                self.fleet.free(key)
+
+    async def _apply(self, effects: fx.Effects, *, key: str, body: Any) -> None:
+        """Everything but the command: re-probes, the one status write, Events, metric flags."""
+        if effects.queued is True:
+            self.fleet.limiter.queue(key)
+        elif effects.queued is False:
+            self.fleet.limiter.forget(key)
+        if effects.avoid is not None:
+            host, why = effects.avoid
+            self._avoid.setdefault(key, {})[host] = (self.clock() + self.settings.retry_max_seconds, why)
+        if effects.failed is not None:
+            self.metrics.set_failed(key, failed=effects.failed)
+        if effects.drifted is not None:
+            self.metrics.set_drift(key, drifted=effects.drifted)
+        if effects.reprobe:
+            await self.probes.reprobe(*effects.reprobe)
+        await self.writer.write(key, body, effects, now=self.clock())
+        for event in effects.events:
+            self.post_event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+async def _wait_for(waker: asyncio.Event, stopped: Stopped, *, timeout: float | None) -> None:
+    """Until woken, stopped, or the timeout; no polling, so a thousand idle loops cost nothing."""
+    tasks = {asyncio.ensure_future(waker.wait()), asyncio.ensure_future(stopped.until_stopped())}
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

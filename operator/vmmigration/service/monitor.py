@@ -1,0 +1,131 @@
+"""The monitor loop of a migration job: poll → decide → act, and nothing else.
+
+The decisions live in :mod:`vmmigration.core.convergence` as pure functions; this
+module only reads the job, asks them, and carries out the answer. It watches
+a job the engine started, and equally one it adopts after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from vmmigration.core import convergence
+from vmmigration.core.convergence import Decision, Trigger, Watch
+from vmmigration.core.errors import VirtError
+from vmmigration.core.model import EffectiveMode, JobProgress, Policy, Update
+from vmmigration.service.ports import LibvirtHost
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What the monitor did while the job ran."""
+
+    mode: EffectiveMode
+    last: JobProgress | None
+    suspended_by_us: bool
+    abort_trigger: Trigger | None
+
+
+class Detached(Exception):
+    """The watcher let go of a job that keeps running (its process is handing over)."""
+
+
+def quietly(action: Callable[[], None]) -> bool:
+    """Run an action on the job; one that just ended makes it moot, not an error."""
+    try:
+        action()
+        return True
+    except VirtError as error:
+        log.info("not applied: %s", error)
+        return False
+
+
+def watch_job(
+    *,
+    source: LibvirtHost,
+    name: str,
+    policy: Policy,
+    mode: EffectiveMode,
+    watch: Watch,
+    wait_for_end: Callable[[float], bool],
+    poll_interval_seconds: float,
+    cancel: threading.Event,
+    on_update: Callable[[Update], None] | None,
+    detach: threading.Event | None = None,
+) -> Outcome:
+    """Poll the source's job until ``wait_for_end`` says it is over, escalating by policy.
+
+    ``wait_for_end(seconds)`` waits up to that long and returns True once the
+    job has ended (the migrate call returned, or the job is gone). Setting
+    ``detach`` stops the watch without touching the job: it raises Detached,
+    and whoever runs next adopts the job.
+    """
+    started = time.monotonic()
+    suspended_by_us = False
+    downtime_set = False
+    abort_trigger: Trigger | None = None
+    last: JobProgress | None = None
+    while not wait_for_end(poll_interval_seconds):
+        if detach is not None and detach.is_set():
+            log.info("migration of %s: no longer watched here; the job keeps running", name)
+            raise Detached(name)
+        # poll (a lost connection shows up in the migrate call too; keep watching until it does)
+        try:
+            progress = source.job(name)
+        except VirtError as error:
+            log.warning("cannot read the job of %s: %s", name, error)
+            progress = None
+        # libvirt's clock counts from the job's start, which matters for an
+        # adopted job; before the first sample, our own clock stands in.
+        sample = progress or JobProgress(elapsed_seconds=time.monotonic() - started)
+        if progress is not None:
+            last = sample
+            if policy.max_downtime_ms and not downtime_set:
+                downtime_set = quietly(
+                    lambda: source.set_max_downtime(name, milliseconds=policy.max_downtime_ms)
+                )
+        # decide
+        watch = convergence.observe(watch, sample)
+        verdict = convergence.decide(
+            policy=policy, watch=watch, progress=sample, abort_requested=cancel.is_set()
+        )
+        # act
+        note = None
+        if verdict.decision is Decision.SUSPEND_SOURCE:
+            if quietly(lambda: source.suspend(name)):
+                suspended_by_us = True
+                mode = EffectiveMode.LIVE_SUSPENDED
+                note = f"{verdict.trigger.value}: suspended the source to finish the copy"
+            watch = dataclasses.replace(watch, escalated=True)
+        elif verdict.decision is Decision.START_POST_COPY:
+            if quietly(lambda: source.start_post_copy(name)):
+                mode = EffectiveMode.POST_COPY
+                note = f"{verdict.trigger.value}: switched to post-copy"
+                watch = dataclasses.replace(watch, escalated=True, in_post_copy=True)
+            else:
+                watch = dataclasses.replace(watch, escalated=True)
+        elif verdict.decision is Decision.ABORT and abort_trigger is None:
+            # Before the job exists there is nothing to abort yet: try again
+            # at the next poll rather than forget the request.
+            if quietly(lambda: source.abort_job(name)):
+                abort_trigger = verdict.trigger
+                note = f"{verdict.trigger.value}: aborting"
+        if note:
+            log.info("migration of %s: %s", name, note)
+        if on_update is not None:
+            paused = mode in (EffectiveMode.NON_LIVE, EffectiveMode.LIVE_SUSPENDED)
+            on_update(Update(
+                domain=name,
+                mode=mode,
+                progress=progress and sample,
+                percent=convergence.percent_done(sample),
+                eta_seconds=convergence.eta_seconds(sample, guest_paused=paused),
+                note=note,
+            ))
+    return Outcome(mode=mode, last=last, suspended_by_us=suspended_by_us, abort_trigger=abort_trigger)
