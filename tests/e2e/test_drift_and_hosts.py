@@ -12,6 +12,8 @@ from vmtestbed.testbed import Sandbox
 from vmmigration.adapters.libvirt import engine
 
 from ..conftest import GuestWatch
+from vmtestbed.records import incoming_migrations
+
 from .conftest import Kubectl, forget, running_on, wait_until
 
 
@@ -45,6 +47,8 @@ def test_a_vm_moved_by_hand_is_moved_back_to_its_target(
                and kubectl.status(name).get("phase") == "Placed", timeout=90,
                what="the VM to be moved back to kvm-b")
     assert kubectl.reasons(name).count("MigrationSucceeded") == 2
+    # libvirt's own record: there, the admin's move back, and the correction.
+    assert incoming_migrations(sandbox.hosts, name) == 3
     assert kubectl.condition(name, "Drifted")["status"] == "False"
     watch.assert_kept_running(after=watch.count())
 
@@ -66,6 +70,7 @@ def test_drift_with_report_only_is_reported_and_left_alone(
     time.sleep(5)
     assert running_on(sandbox, name) == ["kvm-a"]
     assert kubectl.reasons(name).count("MigrationStarted") == 1
+    assert incoming_migrations(sandbox.hosts, name) == 2, "Report must not move it back"
 
 
 def test_a_selector_picks_a_matching_host_and_maintenance_moves_the_vm_off_it(
@@ -134,6 +139,7 @@ def test_a_selector_moves_on_to_another_host_when_its_first_choice_refuses_the_v
         assert placed["currentHypervisor"] == "kvm-c"
         assert placed["lastFailure"]["reason"] in ("DomainAlreadyOnTarget", "NameClash", "UuidClash")
         assert kubectl.reasons(name).count("MigrationStarted") == 1
+        assert incoming_migrations(sandbox.hosts, name) == 1, "the refusal must start nothing"
         assert running_on(sandbox, name) == ["kvm-c"]
         watch.assert_kept_running(after=watch.count())
     finally:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from vmtestbed.testbed import Sandbox
 from vmtestbed.hosts import Host
+from vmtestbed.records import incoming_migrations
 from vmmigration.core.errors import VirtError
 
 from ..conftest import GuestWatch
@@ -67,6 +68,7 @@ def test_kill_9_of_the_operator_mid_migration_then_restart_gives_exactly_one_mig
         "the restarted operator did not take over the running job")
     reasons = kubectl.reasons(name)
     assert reasons.count("MigrationStarted") == 1, reasons
+    assert incoming_migrations(sandbox.hosts, name) == 1, "the restart began a second migration"
     assert reasons.count("MigrationSucceeded") == 1, reasons
     watch.assert_kept_running(after=watch.count())
 
@@ -144,6 +146,7 @@ def test_a_second_replica_pauses_and_only_the_first_acts(
         vmm(name, domain=name, targetHypervisor="kvm-b")
         kubectl.wait_phase(name, "Placed", timeout=90)
         assert kubectl.reasons(name).count("MigrationStarted") == 1
+        assert incoming_migrations(sandbox.hosts, name) == 1
         assert name not in standby.logs(), "the paused replica acted on the resource"
         assert "Resuming operations" not in standby.logs()
         assert running_on(sandbox, name) == ["kvm-b"]

@@ -224,9 +224,28 @@ class HostReport:
         return index
 
 
+# Query parameters of a libvirt URI that name files on the client's own machine:
+# the operator's credential files. Never shown (status, Events, logs).
+CLIENT_FILE_PARAMETERS = frozenset({"pkipath", "keyfile", "known_hosts"})
+
+
 def display_uri(uri: str) -> str:
     """The URI without its query (which may name key files): for logs and status."""
     return urllib.parse.urlunsplit(urllib.parse.urlsplit(uri)._replace(query=""))
+
+
+def redacted(text: str, *, uri: str) -> str:
+    """``text`` (libvirt's message about ``uri``) with the URI and its credential paths hidden.
+
+    libvirt names the files it could not read ("Unable to read CA certificate
+    '/run/…/cacert.pem'"); those paths are the operator's credential directory.
+    """
+    text = text.replace(uri, display_uri(uri))
+    query = urllib.parse.parse_qsl(urllib.parse.urlsplit(uri).query, keep_blank_values=True)
+    for key, value in query:
+        if key in CLIENT_FILE_PARAMETERS and value:
+            text = text.replace(value, f"<{key}>")
+    return text
 
 
 @dataclasses.dataclass(frozen=True)

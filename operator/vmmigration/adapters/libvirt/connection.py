@@ -8,7 +8,7 @@ import threading
 import libvirt
 
 from vmmigration.core.errors import HostUnreachable
-from vmmigration.core.model import display_uri
+from vmmigration.core.model import display_uri, redacted
 
 # How long a libvirt host may stay silent before we give up on it: the time to
 # connect, and, through libvirt's keepalive, the silence allowed on a connection
@@ -78,8 +78,8 @@ def open_bounded(uri: str, *, timeout_seconds: float) -> libvirt.virConnect:
                                   f"answer within {timeout_seconds:g} s")
     result = outcome[0]
     if isinstance(result, libvirt.libvirtError):
-        raise HostUnreachable(
-            f"cannot connect to {display_uri(uri)}: {result.get_error_message() or result}") from result
+        said = redacted(str(result.get_error_message() or result), uri=uri)
+        raise HostUnreachable(f"cannot connect to {display_uri(uri)}: {said}") from result
     return result
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import libvirt
 
-from vmmigration.core.model import JobProgress, PauseReason, PowerState
+from vmmigration.core.model import CLIENT_FILE_PARAMETERS, JobProgress, PauseReason, PowerState
 from vmmigration.core.planner import MigrationFlags
 
 STATES = {
@@ -76,10 +76,6 @@ def progress_from_stats(stats: dict[str, Any]) -> JobProgress:
         postcopy_requests=int(stats.get("memory_postcopy_requests", 0)),
         downtime_ms=int(downtime) if downtime is not None else None,
     )
-
-
-# Query parameters that name files on the client's own machine (libvirt URI syntax).
-CLIENT_FILE_PARAMETERS = frozenset({"pkipath", "keyfile", "known_hosts"})
 
 
 def peer_uri(uri: str) -> str:
