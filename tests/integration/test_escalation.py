@@ -13,7 +13,8 @@ import pytest
 from vmmigration.core.model import EffectiveMode, Mode, OnTimeout, PauseReason, Policy, PowerState
 from vmmigration.core.location import Location
 from vmtestbed.daemons import Daemon
-from vmmigration.service.engine import MigrationCancelled, MigrationTimedOut, Update
+from vmmigration.core.reasons import Reason
+from vmmigration.service.engine import MigrationCancelled, MigrationError, MigrationTimedOut, Update
 from vmmigration.adapters.libvirt import engine
 from vmtestbed.hosts import Host
 
@@ -100,6 +101,38 @@ def test_an_abort_on_request_leaves_the_vm_running_on_the_source(
                          on_update=abort_once_copying, cancel=cancel)
     at_abort = vm.count()
 
+    assert source.summary(name).state is PowerState.RUNNING
+    assert target.find(name) is None
+    vm.assert_kept_running(after=at_abort)
+
+
+def test_an_abort_from_outside_is_reported_as_such_not_as_a_timeout(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    vm = boot(name, **HOT)
+    aborted = threading.Event()
+
+    def admin_aborts_once_copying(update: Update) -> None:
+        # What an admin's `virsh domjobabort` does: libvirt's job is cancelled behind our back.
+        if (update.progress is not None and update.progress.data_processed > 8 * 1024 * 1024
+                and not aborted.is_set()):
+            aborted.set()
+            with Host(source_host.uri) as admin:
+                admin.abort_job(name)
+
+    # No trigger of ours can fire: only the outside abort stops it.
+    policy = Policy(on_timeout=OnTimeout.ABORT, progress_timeout_seconds=0, bandwidth_mib_per_s=8,
+                    completion_timeout_seconds_per_gib=0, hard_timeout_seconds=120)
+    with pytest.raises(MigrationError) as failed:
+        engine().migrate(request(name, source_host, target_host, mode=Mode.LIVE, policy=policy),
+                         on_update=admin_aborts_once_copying)
+    assert aborted.is_set()
+    assert failed.value.reason is Reason.ABORTED_OUTSIDE, failed.value
+    assert not isinstance(failed.value, (MigrationTimedOut, MigrationCancelled))
+    assert "aborted outside vmmigration" in str(failed.value)
+    assert "converge" not in str(failed.value) and "policy" not in str(failed.value)
+    assert failed.value.location is Location.SOURCE
+    at_abort = vm.count()
     assert source.summary(name).state is PowerState.RUNNING
     assert target.find(name) is None
     vm.assert_kept_running(after=at_abort)

@@ -16,11 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from vmmigration.core import convergence, planner, prechecks
-from vmmigration.core.convergence import Trigger
+from vmmigration.core import convergence, planner
+from vmmigration.core.errors import HostUnreachable, VirtError
+from vmmigration.core.location import Location
 from vmmigration.core.model import (
-    DiskImage,
-    DomainSummary,
     EffectiveMode,
     JobProgress,
     MigrationRequest,
@@ -28,70 +27,26 @@ from vmmigration.core.model import (
     Mode,
     PauseReason,
     PowerState,
-    Storage,
     Update,
     display_uri,
 )
-from vmmigration.core.location import Location
 from vmmigration.core.prechecks import Finding
 from vmmigration.service import aftermath
-from vmmigration.core.errors import HostUnreachable, VirtError
-from vmmigration.core.reasons import Reason, classify, hint
 from vmmigration.service.monitor import Detached, quietly, watch_job
+from vmmigration.service import outcomes, planning
+from vmmigration.service.outcomes import (
+    MigrationCancelled,
+    MigrationError,
+    MigrationTimedOut,
+    NoJobToAdopt,
+)
+from vmmigration.service.planning import Plan, PrecheckFailed
 from vmmigration.service.ports import Connect, LibvirtHost
 
 __all__ = ["Detached", "Engine", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
            "PrecheckFailed", "Update"]
 
 log = logging.getLogger(__name__)
-
-
-class PrecheckFailed(Exception):
-    """Nothing was changed: the migration was refused before it started."""
-
-    def __init__(self, findings: list[Finding]) -> None:
-        super().__init__("; ".join(f"{f.reason}: {f.message}" for f in findings))
-        self.findings = findings
-
-    @property
-    def reasons(self) -> list[str]:
-        return [f.reason for f in self.findings]
-
-
-class MigrationError(Exception):
-    """The migration started and did not complete. ``location`` says where the VM runs now."""
-
-    def __init__(self, message: str, *, location: Location, last: JobProgress | None,
-                 reason: Reason = Reason.MIGRATION_FAILED) -> None:
-        super().__init__(message)
-        self.location = location
-        self.last = last
-        self.reason = reason
-
-
-class NoJobToAdopt(Exception):
-    """adopt() found no migration job running for the domain."""
-
-    def __init__(self, found: aftermath.Aftermath) -> None:
-        super().__init__(f"no migration job runs for {found.domain}; it is on the "
-                         f"{found.location.value.lower()}")
-        self.found = found
-
-
-class MigrationCancelled(MigrationError):
-    """Aborted on request (spec.abort, deletion, Ctrl-C)."""
-
-
-class MigrationTimedOut(MigrationError):
-    """Did not converge, and the policy aborted it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    mode: Mode
-    flags: planner.MigrationFlags
-    domain: DomainSummary
-    precreate: tuple[DiskImage, ...] = ()
 
 
 class Engine:
@@ -120,60 +75,6 @@ class Engine:
 
     # ---- pre-checks -------------------------------------------------------
 
-    def plan(self, request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost) -> Plan:
-        """Every pre-check, in order; raises PrecheckFailed and changes nothing."""
-        domain = source.find(request.domain)
-        if domain is None:
-            raise PrecheckFailed(
-                [Finding("DomainNotFound", f"domain {request.domain} is not defined on {display_uri(source.uri)}")]
-            )
-        if source.job(request.domain) is not None:
-            # Never a second migration of a VM that is still moving.
-            raise PrecheckFailed([Finding(
-                "MigrationInProgress",
-                f"a migration job of {request.domain} is already running on {display_uri(source.uri)}; "
-                "wait for it, abort it, or adopt it (vmmigration migrate --adopt)",
-            )])
-        try:
-            mode = planner.choose_mode(requested=request.mode, domain=domain)
-            flags = planner.migration_flags(
-                mode=mode,
-                domain=domain,
-                policy=request.policy,
-                storage=request.storage,
-                persistence=request.persistence,
-            )
-        except planner.PlanError as error:
-            raise PrecheckFailed([Finding(error.reason, str(error))]) from error
-        disks = source.disks(request.domain)
-        invisible = tuple(d for d in disks if not target.disk_visible(d.path))
-        facts_source = prechecks.SourceFacts(
-            host=display_uri(source.uri), domain=domain, versions=source.versions(), disks=disks,
-            host_uuid=source.host_uuid(),
-        )
-        facts_target = prechecks.TargetFacts(
-            host=display_uri(target.uri),
-            versions=target.versions(),
-            free_memory_bytes=target.free_memory_bytes(),
-            domains=target.domains(),
-            cpu=target.compare_cpu(domain_xml=source.domain_xml(request.domain)),
-            invisible_disks=tuple(d.path for d in invisible),
-            host_uuid=target.host_uuid(),
-            uncreatable_disks=tuple(d.path for d in invisible if not target.has_pool_for(d.path)),
-            invisible_backing=tuple(
-                d.backing for d in invisible if d.backing and not target.disk_visible(d.backing)
-            ),
-        )
-        findings = list(
-            prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage)
-        )
-        if findings:
-            raise PrecheckFailed(findings)
-        # libvirt creates the copies of non-shared disks for CopyAll, but an
-        # incremental copy needs the top image there already, on its backing.
-        precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()
-        return Plan(mode=mode, flags=flags, domain=domain, precreate=precreate)
-
     def check(self, request: MigrationRequest) -> Mode:
         """Every pre-check, on its own, changing nothing: the mode the request resolves to.
 
@@ -182,7 +83,7 @@ class Engine:
         case the world changed in between.
         """
         with self._connected(request) as (source, target):
-            return self.plan(request, source=source, target=target).mode
+            return planning.plan(request, source=source, target=target).mode
 
     # ---- the migration ----------------------------------------------------
 
@@ -195,7 +96,7 @@ class Engine:
         detach: threading.Event | None = None,
     ) -> MigrationResult:
         with self._connected(request) as (source, target):
-            plan = self.plan(request, source=source, target=target)
+            plan = planning.plan(request, source=source, target=target)
             return self._run(request, plan, source=source, target=target, on_update=on_update,
                              cancel=cancel or threading.Event(), detach=detach)
 
@@ -261,7 +162,7 @@ class Engine:
                                     on_update=on_update)
             self._restore_after_failure(plan, source=source, target=target,
                                         suspended_by_us=not user_paused)
-            raise self._failure(VirtError("the job ended without moving the VM"), request,
+            raise outcomes.failure(VirtError("the job ended without moving the VM"), request,
                                 outcome.abort_trigger, source=source, target=target,
                                 last=outcome.last)
 
@@ -323,7 +224,7 @@ class Engine:
             self._restore_after_failure(plan, source=source, target=target,
                                         suspended_by_us=outcome.suspended_by_us)
             self._remove_images(created, name=name, target=target)
-            raise self._failure(failure[0], request, outcome.abort_trigger, source=source,
+            raise outcomes.failure(failure[0], request, outcome.abort_trigger, source=source,
                                 target=target, last=last) from failure[0]
         return self._settle(request, plan, mode=mode, last=last, duration=duration,
                             source=source, target=target, on_update=on_update)
@@ -407,33 +308,3 @@ class Engine:
         ):
             log.warning("%s arrived paused on the target; resuming it", plan.domain.name)
             quietly(lambda: target.resume(plan.domain.name))
-
-    @staticmethod
-    def _failure(
-        error: BaseException,
-        request: MigrationRequest,
-        trigger: Trigger | None,
-        *,
-        source: LibvirtHost,
-        target: LibvirtHost,
-        last: JobProgress | None,
-    ) -> MigrationError:
-        where = aftermath.inspect(domain=request.domain, source=source, target=target).location
-        runs = f"the VM runs on the {where.value.lower()}"
-        reason = classify(error, trigger)
-        if reason is Reason.ABORTED:
-            return MigrationCancelled(f"migration of {request.domain} aborted on request; {runs}",
-                                      location=where, last=last, reason=reason)
-        if reason is Reason.TIMED_OUT:
-            why = trigger.value if trigger else "Aborted"
-            return MigrationTimedOut(
-                f"migration of {request.domain} did not converge ({why}) and was aborted by "
-                f"policy; {runs}", location=where, last=last, reason=reason)
-        if reason is Reason.ABORTED_OUTSIDE:
-            return MigrationError(
-                f"migration of {request.domain} was aborted outside vmmigration (libvirt's job "
-                f"was cancelled, as by virsh domjobabort); {runs}", location=where, last=last,
-                reason=reason)
-        return MigrationError(
-            f"migration of {request.domain} failed: {error}; {runs}.{hint(error, where)}",
-            location=where, last=last, reason=reason)

@@ -1,0 +1,89 @@
+"""Every pre-check of one migration, reading both hosts and changing nothing.
+
+The facts are gathered here; the verdicts are the pure rules of
+:mod:`vmmigration.core.prechecks` and :mod:`vmmigration.core.planner`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vmmigration.core import planner, prechecks
+from vmmigration.core.model import DiskImage, DomainSummary, MigrationRequest, Mode, Storage, display_uri
+from vmmigration.core.prechecks import Finding
+from vmmigration.service.ports import LibvirtHost
+
+
+class PrecheckFailed(Exception):
+    """Nothing was changed: the migration was refused before it started."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        super().__init__("; ".join(f"{f.reason}: {f.message}" for f in findings))
+        self.findings = findings
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f.reason for f in self.findings]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mode: Mode
+    flags: planner.MigrationFlags
+    domain: DomainSummary
+    precreate: tuple[DiskImage, ...] = ()
+
+
+def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost) -> Plan:
+    """Every pre-check, in order; raises PrecheckFailed and changes nothing."""
+    domain = source.find(request.domain)
+    if domain is None:
+        raise PrecheckFailed(
+            [Finding("DomainNotFound", f"domain {request.domain} is not defined on {display_uri(source.uri)}")]
+        )
+    if source.job(request.domain) is not None:
+        # Never a second migration of a VM that is still moving.
+        raise PrecheckFailed([Finding(
+            "MigrationInProgress",
+            f"a migration job of {request.domain} is already running on {display_uri(source.uri)}; "
+            "wait for it, abort it, or adopt it (vmmigration migrate --adopt)",
+        )])
+    try:
+        mode = planner.choose_mode(requested=request.mode, domain=domain)
+        flags = planner.migration_flags(
+            mode=mode,
+            domain=domain,
+            policy=request.policy,
+            storage=request.storage,
+            persistence=request.persistence,
+        )
+    except planner.PlanError as error:
+        raise PrecheckFailed([Finding(error.reason, str(error))]) from error
+    disks = source.disks(request.domain)
+    invisible = tuple(d for d in disks if not target.disk_visible(d.path))
+    facts_source = prechecks.SourceFacts(
+        host=display_uri(source.uri), domain=domain, versions=source.versions(), disks=disks,
+        host_uuid=source.host_uuid(),
+    )
+    facts_target = prechecks.TargetFacts(
+        host=display_uri(target.uri),
+        versions=target.versions(),
+        free_memory_bytes=target.free_memory_bytes(),
+        domains=target.domains(),
+        cpu=target.compare_cpu(domain_xml=source.domain_xml(request.domain)),
+        invisible_disks=tuple(d.path for d in invisible),
+        host_uuid=target.host_uuid(),
+        uncreatable_disks=tuple(d.path for d in invisible if not target.has_pool_for(d.path)),
+        invisible_backing=tuple(
+            d.backing for d in invisible if d.backing and not target.disk_visible(d.backing)
+        ),
+    )
+    findings = list(
+        prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage)
+    )
+    if findings:
+        raise PrecheckFailed(findings)
+    # libvirt creates the copies of non-shared disks for CopyAll, but an
+    # incremental copy needs the top image there already, on its backing.
+    precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()
+    return Plan(mode=mode, flags=flags, domain=domain, precreate=precreate)
