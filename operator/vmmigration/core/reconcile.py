@@ -175,8 +175,6 @@ def decide(
 
 def backoff_seconds(*, failures: int, base: float, cap: float) -> float:
     """Exponential: base, 2·base, 4·base … capped; failures counts from 1."""
-    # 2 ** n as an int cannot become a float past n = 1023, so about 1000
-    # failures in (days of a VM that keeps failing, or an edited status.attempts)
-    # raised OverflowError on every pass. A float power saturates instead, and
-    # below the clamp it is exactly the int's value.
+    # A float power: an int 2 ** n overflows the float it is multiplied by past
+    # n = 1023 (an edited status.attempts can be anything); below the clamp both agree.
     return float(min(cap, base * 2.0 ** min(max(0, failures - 1), 1000)))

@@ -17,8 +17,7 @@ from typing import Any
 
 from vmmigration.core.model import Mode, OnTimeout, Persistence, Policy, Storage
 
-# Used with fullmatch: with match, "$" also matches before a trailing newline,
-# so "web-01\n" passed as a domain name (found by tests/unit/test_fuzzed_specs.py).
+# Used with fullmatch: with match, "$" also matches before a trailing newline.
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 # The CRD's character rules: no whitespace, quotes, ; ` $ | < > or backslash, so
 # a URI can never smuggle shell or XML even if it predates the schema.
@@ -199,8 +198,7 @@ def parse_selector(raw: Any) -> Selector:
         raise SpecError("spec.targetSelector.matchLabels must map label names to strings")
     raw_expressions = body.get("matchExpressions")
     raw_expressions = [] if raw_expressions is None else raw_expressions
-    # Iterating a number raised TypeError, and a string or object was taken apart
-    # into characters or keys: only a list is a list of requirements.
+    # Only a list is a list of requirements (a string or mapping would iterate too).
     if not isinstance(raw_expressions, list):
         raise SpecError("spec.targetSelector.matchExpressions must be a list, "
                         f"not {_shown(raw_expressions)}")

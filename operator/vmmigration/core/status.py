@@ -27,8 +27,7 @@ def conditions(
 ) -> list[dict[str, Any]]:
     """All five condition types: the ``wanted`` ones, the rest False with reason ``AsExpected``."""
     by_type = {c.type: c for c in wanted}
-    # The previous conditions are read back as stored; a hand-edited status can hold
-    # anything, and a non-list or an unhashable type raised TypeError here.
+    # The previous conditions are read back as stored; a hand-edited status can hold anything.
     before = {c.get("type"): c for c in (previous if isinstance(previous, (list, tuple)) else ())
               if isinstance(c, Mapping) and isinstance(c.get("type"), str)}
     result = []
@@ -153,7 +152,7 @@ def hypervisor(
             "domainCount": len(report.domains),
         })
         stored = previous.get("memoryFreeBytes")
-        # int("lots") raised ValueError; anything but a stored count means "write it anew".
+        # Anything but a stored count means "write it anew".
         old_free = stored if isinstance(stored, int) and not isinstance(stored, bool) else 0
         if not old_free or abs(report.memory_free_bytes - old_free) > old_free // 100:
             new["memoryFreeBytes"] = report.memory_free_bytes

@@ -27,10 +27,9 @@ class KubeClient:
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         config = kubernetes.client.Configuration.get_default_copy()
-        # The client's pool defaults to 5 connections per CPU, fewer than the
-        # worker threads that write statuses at once: each extra one was opened,
-        # used once and discarded (a new TLS handshake per status patch in a
-        # burst, and "Connection pool is full" warnings). One per worker.
+        # One pooled connection per worker thread that writes statuses; the
+        # default (5 per CPU) is fewer, and each extra connection would be a
+        # new TLS handshake per status patch in a burst.
         config.connection_pool_maxsize = connections
         api = kubernetes.client.ApiClient(config)
         self._custom = kubernetes.client.CustomObjectsApi(api)

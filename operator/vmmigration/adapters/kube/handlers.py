@@ -119,9 +119,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 # The event handlers are coroutines on purpose: kopf runs a plain ``def`` handler
 # in a worker thread, and these mutate the runtime's dicts (claims, hypervisors)
-# and set asyncio.Events that the per-VMMigration loops read on the event loop.
-# From a thread that raced ("dictionary changed size during iteration" with a
-# thousand VMMigrations) and set the Events unsafely (a woken loop could sleep on).
+# and set asyncio.Events that the per-VMMigration loops read on the event loop;
+# neither is safe from another thread.
 @kopf.on.event(GROUP, VERSION, "hypervisors")
 async def hypervisor_event(event: kopf.RawEvent, name: str, spec: kopf.Spec, labels: kopf.Labels,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
