@@ -74,9 +74,9 @@ def test_a_libvirtd_that_hangs_after_the_connection_is_open_fails_the_next_call(
 def test_a_hung_target_refuses_the_migration_as_unreachable_and_nothing_moves(
         boot, name: str, source_host: Daemon, source: Host, frozen: Daemon) -> None:  # type: ignore[no-untyped-def]
     vm = boot(name)
-    engine = engine(libvirt_timeout_seconds=3)
+    impatient = engine(libvirt_timeout_seconds=3)
     with pytest.raises(PrecheckFailed) as refused:
-        engine.migrate(MigrationRequest(domain=name, source_uri=source_host.uri, target_uri=frozen.uri))
+        impatient.migrate(MigrationRequest(domain=name, source_uri=source_host.uri, target_uri=frozen.uri))
     assert refused.value.reasons == ["TargetUnreachable"]
     assert "did not answer within 3 s" in str(refused.value)
     assert source.summary(name).state.value == "Running"

@@ -6,12 +6,14 @@ import pytest
 
 from vmmigration.core import effects as fx
 from vmmigration.core import reconcile
-from vmmigration.core.location import Location
+from vmmigration.core.location import Aftermath, Location
 from vmmigration.core.memory import Condition, Memory, timestamp
 from vmmigration.core.model import EffectiveMode, MigrationResult
 from vmmigration.core.reasons import Reason
 from vmmigration.core.scheduling import HypervisorView
 from vmmigration.core.spec import Desired, HypervisorSpec, Phase
+
+from .conftest import domain
 
 PINNED = Desired(domain="web-01", target="kvm-b")
 VIEWS = {name: HypervisorView(spec=HypervisorSpec(name=name, uri=f"test:///{name}"))
@@ -189,3 +191,26 @@ def test_messages_are_cut_to_the_limit_everywhere_they_are_shown() -> None:
     assert len(effects.events[0].message) == fx.MESSAGE_LIMIT
     assert len(effects.fields["lastFailure"]["message"]) == fx.MESSAGE_LIMIT
     assert all(len(c.message) <= fx.MESSAGE_LIMIT for c in effects.conditions)
+
+
+def _found(location: Location, *, unreachable: tuple[str, ...] = ()) -> Aftermath:
+    running = domain("web-01")
+    return Aftermath(domain="web-01", location=location,
+                     source=running if location is Location.SOURCE else None,
+                     target=running if location is Location.TARGET else None,
+                     job_active=False, job=None, final=None, unreachable=unreachable)
+
+
+@pytest.mark.parametrize(("found", "phase", "reason"), [
+    pytest.param(_found(Location.TARGET), Phase.PLACED, "Placed", id="it-moved-while-no-one-watched"),
+    pytest.param(_found(Location.SOURCE), Phase.PENDING, "Interrupted", id="it-stayed-a-fresh-attempt-may-start"),
+    pytest.param(_found(Location.SPLIT_POST_COPY), Phase.FAILED, "LocationSplitPostCopy", id="split-needs-a-human"),
+    pytest.param(_found(Location.SOURCE, unreachable=("qemu+tls://kvm-b/system",)), Phase.MIGRATING,
+                 "Recovering", id="a-host-unreadable-keeps-it-migrating"),
+])
+def test_an_attempt_that_ended_unwatched_is_settled_by_where_libvirt_has_the_vm(
+        found: Aftermath, phase: Phase, reason: str) -> None:
+    effects = fx.unwatched(found, source="kvm-a", target="kvm-b", attempts=1, now=NOW, retry=RETRY)
+    assert effects.phase is phase
+    assert reason in {c.reason for c in effects.conditions}
+    assert (fx.found_after_restart(found) is not None) == (phase is Phase.PLACED)

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from vmmigration.core import reconcile
-from vmmigration.core.location import Location
+from vmmigration.core.location import Aftermath, Location
 from vmmigration.core.memory import Condition, Memory, timestamp
-from vmmigration.core.model import MigrationResult, Update, display_uri
+from vmmigration.core.model import EffectiveMode, MigrationResult, Update, display_uri
 from vmmigration.core.reasons import Reason, for_location
 from vmmigration.core.scheduling import HypervisorView
 from vmmigration.core.spec import Desired, Phase
@@ -239,6 +239,14 @@ def failed(*, source: str, target: str, attempts: int, reason: Reason | str, mes
                 "nextAttemptTime": timestamp(now + retry.delay(failures=attempts))})
 
 
+def stopped(*, source: str, target: str, attempts: int, reason: Reason, message: str,
+            location: Location, now: float, retry: Retry) -> Effects:
+    """A started migration did not complete; the VM counts as on the target only if it runs there."""
+    current = target if location is Location.TARGET else source
+    return failed(source=source, target=target, attempts=attempts, reason=reason, message=message,
+                  current=current, now=now, retry=retry)
+
+
 def cancelled(*, source: str, target: str, location: Location, message: str, now: float) -> Effects:
     """Aborted on request (spec.abort, deletion): the VM stays where the abort left it."""
     current = source if location is Location.SOURCE else target
@@ -266,6 +274,35 @@ def succeeded(*, domain: str, source: str, target: str, result: MigrationResult,
                 "durationSeconds": round(result.duration_seconds, 3),
                 "progress": progress(result.final, percent=100.0, eta_seconds=0.0),
                 "progressText": "100%", "nextAttemptTime": None})
+
+
+def found_after_restart(found: Aftermath) -> MigrationResult | None:
+    """The result of an attempt that ended while no one watched, if it moved the VM."""
+    if found.unreachable or found.location is not Location.TARGET:
+        return None
+    final = found.final
+    return MigrationResult(
+        domain=found.domain,
+        mode=EffectiveMode.LIVE if (found.target and found.target.active) else EffectiveMode.OFFLINE,
+        duration_seconds=final.elapsed_seconds if final else 0.0,
+        downtime_ms=final.downtime_ms if final else None,
+        bytes_transferred=final.data_processed if final else 0, final=final)
+
+
+def unwatched(found: Aftermath, *, source: str, target: str, attempts: int, now: float,
+              retry: Retry) -> Effects:
+    """No job runs any more: the attempt ended while no one watched. Where is the VM?"""
+    if found.unreachable:
+        return unreadable(found.unreachable)
+    moved = found_after_restart(found)
+    if moved is not None:
+        return succeeded(domain=found.domain, source=source, target=target, result=moved, now=now)
+    if found.location is Location.SOURCE:
+        # The attempt never moved the VM (or failed while we were away).
+        # Nothing runs now, so the next pass may start a fresh attempt.
+        return interrupted(domain=found.domain, source=source, target=target, now=now)
+    return misplaced(domain=found.domain, source=source, target=target, attempts=attempts,
+                     location=found.location, now=now, retry=retry)
 
 
 def interrupted(*, domain: str, source: str, target: str, now: float) -> Effects:

@@ -7,9 +7,10 @@ migration is paused on the target; that copy is not the VM yet.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
-from vmmigration.core.model import DomainSummary, PauseReason, PowerState
+from vmmigration.core.model import DomainSummary, JobProgress, PauseReason, PowerState
 
 
 class Location(str, enum.Enum):
@@ -63,3 +64,18 @@ def locate(*, source: DomainSummary | None, target: DomainSummary | None) -> Loc
     if target is not None:
         return Location.TARGET
     return Location.NOWHERE
+
+
+@dataclasses.dataclass(frozen=True)
+class Aftermath:
+    domain: str
+    location: Location
+    source: DomainSummary | None
+    target: DomainSummary | None
+    # A migration job still runs on the source: wait for it, never start another.
+    job_active: bool
+    job: JobProgress | None
+    # Statistics of the last completed job, from the target (where libvirt
+    # keeps them after an incoming migration), else from the source.
+    final: JobProgress | None
+    unreachable: tuple[str, ...] = ()

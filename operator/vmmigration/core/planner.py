@@ -7,7 +7,6 @@ libvirt's constants, so this module stays importable without libvirt.
 from __future__ import annotations
 
 import dataclasses
-import enum
 
 from vmmigration.core.model import (
     DomainSummary,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 
 from vmmigration.core.convergence import Trigger
-from vmmigration.core.errors import MigrationAborted, MigrationUnsafe
+from vmmigration.core.errors import CredentialsError, MigrationAborted, MigrationUnsafe
 from vmmigration.core.location import Location
 
 
@@ -97,6 +97,11 @@ def classify(error: BaseException, trigger: Trigger | None) -> Reason:
     if isinstance(error, MigrationAborted):
         return Reason.ABORTED_OUTSIDE
     return Reason.MIGRATION_FAILED
+
+
+def classify_check(error: BaseException) -> Reason:
+    """Why the pre-checks could not run at all (a refusal is a finding, not this)."""
+    return Reason.CREDENTIALS if isinstance(error, CredentialsError) else Reason.VALIDATION_ERROR
 
 
 def hint(error: BaseException, location: Location) -> str:

@@ -7,27 +7,12 @@ of a VM that is still moving.
 
 from __future__ import annotations
 
-import dataclasses
-
 from vmmigration.core.errors import VirtError
-from vmmigration.core.location import Location, locate
-from vmmigration.core.model import DomainSummary, JobProgress, display_uri
+from vmmigration.core.location import Aftermath, locate
+from vmmigration.core.model import display_uri
 from vmmigration.service.ports import LibvirtHost
 
-
-@dataclasses.dataclass(frozen=True)
-class Aftermath:
-    domain: str
-    location: Location
-    source: DomainSummary | None
-    target: DomainSummary | None
-    # A migration job still runs on the source: wait for it, never start another.
-    job_active: bool
-    job: JobProgress | None
-    # Statistics of the last completed job, from the target (where libvirt
-    # keeps them after an incoming migration), else from the source.
-    final: JobProgress | None
-    unreachable: tuple[str, ...] = ()
+__all__ = ["Aftermath", "inspect"]
 
 
 def inspect(*, domain: str, source: LibvirtHost | None, target: LibvirtHost | None) -> Aftermath:

@@ -16,12 +16,10 @@ from typing import Any
 
 from vmmigration.core import effects as fx
 from vmmigration.core.config import Settings
-from vmmigration.core.errors import CredentialsError, VirtError
-from vmmigration.core.location import Location
-from vmmigration.core.model import EffectiveMode, MigrationRequest, MigrationResult, Update
-from vmmigration.core.reasons import Reason
+from vmmigration.core.errors import VirtError
+from vmmigration.core.model import MigrationRequest, MigrationResult, Update
+from vmmigration.core.reasons import Reason, classify_check
 from vmmigration.core.spec import Desired
-from vmmigration.service.aftermath import Aftermath
 from vmmigration.service.engine import (
     Engine,
     MigrationCancelled,
@@ -86,8 +84,8 @@ class Driver:
         except Exception as error:  # credentials, a host gone: a failure to report and retry
             if isinstance(error, VirtError):
                 self.metrics.libvirt_error("check")
-            reason = Reason.CREDENTIALS if isinstance(error, CredentialsError) else Reason.VALIDATION_ERROR
-            return fx.failed(source=source, target=target, attempts=attempts - 1, reason=reason,
+            return fx.failed(source=source, target=target, attempts=attempts - 1,
+                             reason=classify_check(error),
                              message=str(error)[:300], current=source, now=self.clock(),
                              retry=self.retry)
         return fx.checked(domain=desired.domain, source=source, target=target, attempts=attempts,
@@ -142,8 +140,11 @@ class Driver:
                         log.debug("%s: progress not written", key, exc_info=True)
             result: MigrationResult = task.result()
         except NoJobToAdopt as nothing:
-            return self._unwatched(key, desired=desired, attempts=attempts, source=source,
-                                   target=target, found=nothing.found)
+            moved = fx.found_after_restart(nothing.found)
+            if moved is not None:
+                self._ended(key, moved)
+            return fx.unwatched(nothing.found, source=source, target=target, attempts=attempts,
+                                now=self.clock(), retry=self.retry)
         except PrecheckFailed as refused:
             return fx.failed(source=source, target=target, attempts=attempts - 1,
                              reason=refused.findings[0].reason, message=str(refused),
@@ -156,10 +157,9 @@ class Driver:
             if failed.reason.libvirt_fault:
                 self.metrics.libvirt_error(operation)
             self.metrics.ended(key, mode=self._mode(control, desired), result=FAILED)
-            current = target if failed.location is Location.TARGET else source
-            return fx.failed(source=source, target=target, attempts=attempts, reason=failed.reason,
-                             message=str(failed), current=current, now=self.clock(),
-                             retry=self.retry)
+            return fx.stopped(source=source, target=target, attempts=attempts, reason=failed.reason,
+                              message=str(failed), location=failed.location, now=self.clock(),
+                              retry=self.retry)
         except VirtError as error:
             self.metrics.libvirt_error(operation)
             self.metrics.ended(key, mode=self._mode(control, desired), result=FAILED)
@@ -170,7 +170,9 @@ class Driver:
             self.controls.pop(key, None)
             self.fleet.limiter.running(key, running=False)
             self.metrics.left(key)
-        return self._succeeded(key, desired=desired, result=result, source=source, target=target)
+        self._ended(key, result)
+        return fx.succeeded(domain=desired.domain, source=source, target=target, result=result,
+                            now=self.clock())
 
     def cancel(self, key: str) -> None:
         control = self.controls.get(key)
@@ -182,35 +184,8 @@ class Driver:
         latest = control.latest
         return latest.mode.value if latest is not None else desired.mode.value
 
-    def _succeeded(self, key: str, *, desired: Desired, result: MigrationResult, source: str,
-                   target: str) -> fx.Effects:
+    def _ended(self, key: str, result: MigrationResult) -> None:
         self.metrics.ended(key, mode=result.mode.value, result=SUCCEEDED,
                            duration_seconds=result.duration_seconds,
                            downtime_ms=result.downtime_ms,
                            transferred_bytes=result.bytes_transferred)
-        return fx.succeeded(domain=desired.domain, source=source, target=target, result=result,
-                            now=self.clock())
-
-    def _unwatched(self, key: str, *, desired: Desired, attempts: int, source: str, target: str,
-                   found: Aftermath) -> fx.Effects:
-        """No job runs any more: the attempt ended while no one watched. Where is the VM?"""
-        if found.unreachable:
-            return fx.unreadable(found.unreachable)
-        if found.location is Location.TARGET:
-            final = found.final
-            result = MigrationResult(
-                domain=desired.domain,
-                mode=EffectiveMode.LIVE if (found.target and found.target.active) else EffectiveMode.OFFLINE,
-                duration_seconds=final.elapsed_seconds if final else 0.0,
-                downtime_ms=final.downtime_ms if final else None,
-                bytes_transferred=final.data_processed if final else 0, final=final)
-            return self._succeeded(key, desired=desired, result=result,
-                                   source=source, target=target)
-        if found.location is Location.SOURCE:
-            # The attempt never moved the VM (or failed while we were away).
-            # Nothing runs now, so the next pass may start a fresh attempt.
-            return fx.interrupted(domain=desired.domain, source=source, target=target,
-                                  now=self.clock())
-        return fx.misplaced(domain=desired.domain, source=source, target=target,
-                            attempts=attempts, location=found.location, now=self.clock(),
-                            retry=self.retry)

@@ -26,7 +26,6 @@ from vmmigration.core.errors import (
     HostUnreachable,
     MigrationFailed,
     OperationInvalid,
-    VirtError,
 )
 from vmmigration.core.model import (
     DiskImage,
