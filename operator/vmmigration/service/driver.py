@@ -136,8 +136,9 @@ class Driver:
                     written, last_write = latest, self.clock()
                     try:
                         await progressed(fx.progressed(latest))
-                    except Exception:  # progress is best effort; the outcome is not
-                        log.debug("%s: progress not written", key, exc_info=True)
+                    except Exception as error:  # progress is best effort; the outcome is not
+                        # One line, no traceback: the API's message spans lines and is not ours.
+                        log.debug("%s: progress not written (%s)", key, type(error).__name__)
             result: MigrationResult = task.result()
         except NoJobToAdopt as nothing:
             moved = fx.found_after_restart(nothing.found)
