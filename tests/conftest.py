@@ -56,7 +56,7 @@ def helm() -> str:
     return str(cached_tool("build-helm") / "helm")
 
 
-# Where the test bed's hosts listen (127.0.<subnet>.2, .3, .4). Overridable so that
+# The test bed's subnet (hosts 10.240.<subnet>.2, .3, .4). Overridable so that
 # two checkouts can run their slow tiers side by side on one machine.
 TEST_SUBNET = int(os.environ.get("VMMIGRATION_TEST_SUBNET", "1"))
 

@@ -152,12 +152,23 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
     return Kubectl(control_plane)
 
 
+def reachable(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    """The Hypervisor's Reachable condition, from a probe of its current spec only
+    (the probe before a switch of URI or credentials does not count)."""
+    hv = kubectl.get("hypervisor", name, None)
+    status = hv.get("status") or {}
+    if status.get("observedGeneration") != hv["metadata"]["generation"]:
+        return {}
+    return next((c for c in status.get("conditions") or () if c["type"] == "Reachable"), {})
+
+
 def hypervisor_manifests(sandbox: Sandbox) -> str:
     """examples/hypervisors.yaml, pointed at the test bed's hosts, plus a third host."""
     text = (REPO / "examples" / "hypervisors.yaml").read_text()
-    # The examples name the demo's hosts (127.0.0.x); the tests run beside it on 127.0.1.x.
-    text = re.sub(r"qemu\+tcp://127\.0\.0\.(\d+)/system",
-                  lambda m: f"qemu+tcp://127.0.{TEST_SUBNET}.{m.group(1)}/system", text)
+    # The examples name the demo's hosts (10.240.0.x, 10.241.0.x for migration);
+    # the tests run beside it on their own subnet.
+    text = re.sub(r"\b10\.(240|241)\.0\.(\d+)\b",
+                  lambda m: f"10.{m.group(1)}.{TEST_SUBNET}.{m.group(2)}", text)
     third = sandbox.hosts[2]
     text += f"""
 ---
@@ -169,6 +180,7 @@ metadata:
     vmmigration.dev/zone: lab
 spec:
   uri: {third.uri}
+  migrationAddress: {third.migration_host}
   maxInboundMigrations: 2
   maxOutboundMigrations: 2
 """

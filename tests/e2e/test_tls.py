@@ -43,6 +43,7 @@ from .conftest import (
     Operator,
     denied_requests,
     forget,
+    reachable,
     running_on,
     wait_until,
     where,
@@ -50,15 +51,6 @@ from .conftest import (
 
 SECRET = "kvm-ab-tls"
 OPERATOR_SUBJECT = "/O=vmmigration/CN=vmmigration-operator"
-
-
-def reachable(kubectl: Kubectl, name: str) -> dict[str, Any]:
-    hv = kubectl.get("hypervisor", name, None)
-    status = hv.get("status") or {}
-    # Only a probe of the current spec counts: the one before the switch to TLS was over TCP.
-    if status.get("observedGeneration") != hv["metadata"]["generation"]:
-        return {}
-    return next((c for c in status.get("conditions") or () if c["type"] == "Reachable"), {})
 
 
 def secret_manifest(name: str, *, cert: Path, key: Path, ca: Path) -> str:

@@ -7,10 +7,12 @@ import pytest
 from vmmigration.core.convergence import (
     Decision,
     Trigger,
+    Verdict,
     Watch,
     decide,
     eta_seconds,
     initial_watch,
+    link_stalled,
     observe,
     percent_done,
 )
@@ -18,6 +20,8 @@ from vmmigration.core.model import GIB, MIB, JobProgress, OnTimeout, Policy
 
 
 def sample(elapsed: float, remaining: int, total: int = 128 * MIB, **extra: int) -> JobProgress:
+    # A link that works sends bytes all the time: 1 MiB a second unless told.
+    extra.setdefault("data_processed", int(elapsed * MIB))
     return JobProgress(elapsed_seconds=elapsed, data_total=total, data_remaining=remaining, **extra)
 
 
@@ -139,3 +143,38 @@ def test_eta_uses_the_net_transfer_rate(
 ) -> None:
     progress = sample(1, remaining, transfer_rate_bytes_per_s=rate, dirty_rate_bytes_per_s=dirty)
     assert eta_seconds(progress, guest_paused=paused) == (pytest.approx(eta) if eta is not None else None)
+
+
+def _fold(*samples: JobProgress, watch: Watch | None = None) -> Watch:
+    watch = watch or Watch()
+    for one in samples:
+        watch = observe(watch, one)
+    return watch
+
+
+def test_a_link_that_sends_nothing_for_ten_seconds_aborts_a_pre_copy_and_never_escalates() -> None:
+    policy = Policy(on_timeout=OnTimeout.POST_COPY)
+    watch = _fold(sample(1.0, 64 * MIB, data_processed=40 * MIB),
+                  sample(11.5, 64 * MIB, data_processed=40 * MIB))
+    assert decide(policy=policy, watch=watch, progress=sample(11.5, 64 * MIB,
+                  data_processed=40 * MIB)) == Verdict(Decision.ABORT, Trigger.LINK_STALLED)
+
+
+def test_a_slow_link_that_still_moves_bytes_is_not_stalled() -> None:
+    policy = Policy(on_timeout=OnTimeout.ABORT, progress_timeout_seconds=0)
+    watch = _fold(*(sample(float(t), 64 * MIB, data_processed=40 * MIB + t * 1000) for t in range(1, 30)))
+    assert decide(policy=policy, watch=watch, progress=sample(29.0, 64 * MIB,
+                  data_processed=40 * MIB + 29000)).decision is Decision.CONTINUE
+
+
+def test_a_post_copy_whose_link_stalls_waits_for_it_and_is_never_aborted() -> None:
+    watch = dataclasses.replace(_fold(sample(1.0, 32 * MIB, data_processed=90 * MIB)), in_post_copy=True)
+    stuck = sample(12.0, 32 * MIB, data_processed=90 * MIB)
+    assert decide(policy=Policy(), watch=observe(watch, stuck), progress=stuck,
+                  abort_requested=True) == Verdict(Decision.CONTINUE, Trigger.LINK_STALLED)
+    moving = sample(12.0, 30 * MIB, data_processed=92 * MIB)
+    assert decide(policy=Policy(), watch=observe(watch, moving), progress=moving).decision is Decision.CONTINUE
+
+
+def test_a_job_still_setting_up_is_never_called_stalled() -> None:
+    assert not link_stalled(watch=Watch(), progress=JobProgress(elapsed_seconds=60.0))

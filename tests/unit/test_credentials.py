@@ -27,6 +27,19 @@ def test_an_ssh_key_becomes_the_keyfile_parameter(tmp_path: Path) -> None:
     assert "keyfile=" in uri and (tmp_path / "h" / "id").read_bytes() == b"K"
 
 
+def test_an_ssh_host_is_reached_over_libssh_so_the_secrets_known_hosts_is_checked(
+    tmp_path: Path,
+) -> None:
+    # The ssh binary behind qemu+ssh:// ignores known_hosts=; libssh honours it.
+    uri = materialise(uri="qemu+ssh://root@h:2222/system?no_tty=1",
+                      secret={"ssh-privatekey": b"K", "known_hosts": b"h ssh-ed25519 AAAA"},
+                      directory=tmp_path / "h")
+    assert uri.startswith("qemu+libssh://root@h:2222/system?")
+    assert f"known_hosts={tmp_path / 'h' / 'known_hosts'}" in uri
+    assert "sshauth=privkey" in uri and "no_tty=1" in uri
+    assert (tmp_path / "h" / "known_hosts").read_bytes() == b"h ssh-ed25519 AAAA"
+
+
 def test_a_secret_missing_a_key_names_what_it_lacks_without_its_contents(tmp_path: Path) -> None:
     with pytest.raises(CredentialsError, match="tls.key") as caught:
         materialise(uri="qemu+tls://h/system", secret={"ca.crt": b"SECRET-CA", "tls.crt": b"C"},

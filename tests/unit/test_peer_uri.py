@@ -19,3 +19,9 @@ def test_ssh_key_and_known_hosts_files_are_dropped_and_other_parameters_kept() -
 
 def test_a_uri_without_a_query_is_unchanged() -> None:
     assert peer_uri("qemu+tcp://127.0.1.3/system") == "qemu+tcp://127.0.1.3/system"
+
+
+def test_the_operators_libssh_connection_becomes_plain_ssh_for_the_source_daemon() -> None:
+    uri = ("qemu+libssh://root@10.0.0.2/system?keyfile=/creds/id&sshauth=privkey"
+           "&known_hosts=/creds/kh")
+    assert peer_uri(uri) == "qemu+ssh://root@10.0.0.2/system"

@@ -26,6 +26,7 @@ class Trigger(str, enum.Enum):
     OVERDUE = "Overdue"  # longer than the per-GiB completion budget
     HARD_TIMEOUT = "HardTimeout"
     REQUESTED = "Requested"  # someone asked for an abort
+    LINK_STALLED = "LinkStalled"  # not one byte crossed the link for a while
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,15 @@ class Watch:
     best_at_seconds: float = 0.0
     escalated: bool = False
     in_post_copy: bool = False
+    # The most bytes the job has sent, and when that figure last grew.
+    processed: int = 0
+    processed_at_seconds: float | None = None
+
+
+# A job that sends nothing for this long has lost its link. Even a link
+# shaped to 1 Mbit/s moves bytes every poll; a guest that dirties faster than
+# the link is slow, not stalled, and remains the escalation rules' business.
+LINK_STALL_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +76,9 @@ def observe(watch: Watch, progress: JobProgress) -> Watch:
     if progress.data_total == 0:
         # libvirt reports zeros while the job is still setting up.
         return watch
+    if progress.data_processed > watch.processed or watch.processed_at_seconds is None:
+        watch = dataclasses.replace(watch, processed=max(watch.processed, progress.data_processed),
+                                    processed_at_seconds=progress.elapsed_seconds)
     if watch.best_remaining is None or remaining < watch.best_remaining:
         return dataclasses.replace(
             watch, best_remaining=remaining, best_at_seconds=progress.elapsed_seconds
@@ -73,10 +86,19 @@ def observe(watch: Watch, progress: JobProgress) -> Watch:
     return watch
 
 
-def trigger(*, policy: Policy, watch: Watch, progress: JobProgress) -> Trigger:
+def link_stalled(*, watch: Watch, progress: JobProgress,
+                 stall_seconds: float = LINK_STALL_SECONDS) -> bool:
+    return (stall_seconds > 0 and watch.processed_at_seconds is not None
+            and progress.elapsed_seconds - watch.processed_at_seconds > stall_seconds)
+
+
+def trigger(*, policy: Policy, watch: Watch, progress: JobProgress,
+            stall_seconds: float = LINK_STALL_SECONDS) -> Trigger:
     elapsed = progress.elapsed_seconds
     if policy.hard_timeout_seconds and elapsed > policy.hard_timeout_seconds:
         return Trigger.HARD_TIMEOUT
+    if link_stalled(watch=watch, progress=progress, stall_seconds=stall_seconds):
+        return Trigger.LINK_STALLED
     if (
         policy.progress_timeout_seconds
         and watch.best_remaining is not None
@@ -98,21 +120,28 @@ _ESCALATION = {
 
 
 def decide(
-    *, policy: Policy, watch: Watch, progress: JobProgress, abort_requested: bool = False
+    *, policy: Policy, watch: Watch, progress: JobProgress, abort_requested: bool = False,
+    stall_seconds: float = LINK_STALL_SECONDS,
 ) -> Verdict:
     """The next step for a migration in flight.
 
     Once in post-copy nothing can be aborted: the target already runs the VM
     and the source holds pages it still needs, so cancelling would lose it.
+    A post-copy whose link carries nothing keeps waiting, and says so: TCP
+    resends what the cut swallowed once the link is back, and the copy
+    completes by itself. A pre-copy whose link carries nothing is aborted and never escalated:
+    post-copy over a dead link would split the VM, and suspending it would
+    only stop it for nothing.
     """
+    stalled = link_stalled(watch=watch, progress=progress, stall_seconds=stall_seconds)
     if watch.in_post_copy:
-        return Verdict(Decision.CONTINUE, Trigger.NONE)
+        return Verdict(Decision.CONTINUE, Trigger.LINK_STALLED if stalled else Trigger.NONE)
     if abort_requested:
         return Verdict(Decision.ABORT, Trigger.REQUESTED)
-    why = trigger(policy=policy, watch=watch, progress=progress)
+    why = trigger(policy=policy, watch=watch, progress=progress, stall_seconds=stall_seconds)
     if why is Trigger.NONE:
         return Verdict(Decision.CONTINUE, why)
-    if why is Trigger.HARD_TIMEOUT:
+    if why in (Trigger.HARD_TIMEOUT, Trigger.LINK_STALLED):
         return Verdict(Decision.ABORT, why)
     if watch.escalated:
         # One escalation per migration; after it only the hard timeout acts.

@@ -46,6 +46,8 @@ class Reason(str, enum.Enum):
     ABORTED = "Aborted"  # on request: spec.abort, deletion, Ctrl-C
     ABORTED_OUTSIDE = "AbortedOutside"  # someone else aborted libvirt's job
     TIMED_OUT = "TimedOut"  # did not converge; aborted by policy
+    LINK_BROKEN = "LinkBroken"  # the migration stream stopped crossing the network
+    PEER_UNREACHABLE = "PeerUnreachable"  # the source host could not reach the target
     MIGRATION_FAILED = "MigrationFailed"
     LIBVIRT_ERROR = "LibvirtError"
     CREDENTIALS = "Credentials"
@@ -92,6 +94,8 @@ def classify(error: BaseException, trigger: Trigger | None) -> Reason:
     """
     if trigger is Trigger.REQUESTED:
         return Reason.ABORTED
+    if trigger is Trigger.LINK_STALLED:
+        return Reason.LINK_BROKEN
     if trigger is not None and trigger is not Trigger.NONE:
         return Reason.TIMED_OUT
     if isinstance(error, MigrationAborted):

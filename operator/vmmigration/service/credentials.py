@@ -1,7 +1,10 @@
 """Turns a Hypervisor's credentials Secret into files libvirt can use, and a URI naming them.
 
 libvirt reads TLS material from a directory (``pkipath``) and an SSH key from
-a file (``keyfile``). The files are written 0600 in a 0700 directory per
+a file (``keyfile``). For SSH the operator connects with libvirt's built-in
+libssh client (``qemu+libssh://``, same user, host and path): the ``ssh``
+binary behind ``qemu+ssh://`` ignores ``known_hosts`` and reads the process's
+HOME instead, so a Secret's known_hosts would silently not be checked. The files are written 0600 in a 0700 directory per
 Hypervisor. Secret contents never reach a log line, an Event or a status: only
 the directory's path appears in the connection URI, and that URI is not
 printed either (``display_uri`` strips the parameters).
@@ -36,6 +39,14 @@ def with_parameters(uri: str, extra: Mapping[str, str]) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe="/")))
 
 
+def _over_libssh(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    driver, _, transport = parts.scheme.partition("+")
+    if transport != "ssh":
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(scheme=f"{driver}+libssh"))
+
+
 def materialise(*, uri: str, secret: Mapping[str, bytes], directory: Path) -> str:
     """Write the Secret's material under ``directory`` and return the URI that uses it."""
     scheme = urllib.parse.urlsplit(uri).scheme
@@ -53,9 +64,9 @@ def materialise(*, uri: str, secret: Mapping[str, bytes], directory: Path) -> st
         if "ssh-privatekey" not in secret:
             raise CredentialsError("the credentials Secret lacks ssh-privatekey (for qemu+ssh)")
         _write(directory / "id", secret["ssh-privatekey"])
-        extra = {"keyfile": str(directory / "id")}
+        extra = {"keyfile": str(directory / "id"), "sshauth": "privkey"}
         if "known_hosts" in secret:
             _write(directory / "known_hosts", secret["known_hosts"])
             extra["known_hosts"] = str(directory / "known_hosts")
-        return with_parameters(uri, extra)
+        return with_parameters(_over_libssh(uri), extra)
     raise CredentialsError(f"credentials apply to qemu+tls and qemu+ssh URIs, not {scheme}://")

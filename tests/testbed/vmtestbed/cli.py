@@ -42,7 +42,7 @@ def main() -> None:
               help="Where the sandbox keeps its hosts (default ~/.cache/vmmigration/sandbox).")
 @click.option("--hosts", "count", type=click.IntRange(2, 8), default=2, show_default=True)
 @click.option("--subnet", type=click.IntRange(0, 255), default=0, show_default=True,
-              envvar="VMMIGRATION_SANDBOX_SUBNET", help="Hosts listen on 127.0.SUBNET.2, .3, …")
+              envvar="VMMIGRATION_SANDBOX_SUBNET", help="Hosts are 10.240.SUBNET.2, .3, … (each in its own network namespace)")
 @click.pass_context
 def sandbox(ctx: click.Context, root: Path | None, count: int, subnet: int) -> None:
     """Local libvirt hosts on this machine, for the demo and the tests."""

@@ -1,10 +1,12 @@
 """Independent libvirt daemons on one machine.
 
-Each daemon runs in its own mount namespace, where private directories are
-bind-mounted over libvirt's fixed paths (/etc/libvirt, /run/libvirt, …), so
-two daemons share nothing but the kernel and the shared storage directory.
-Each listens on its own loopback address and has its own host UUID: libvirt
-refuses to migrate to a host whose UUID equals its own.
+Each daemon runs in its own network namespace (see :mod:`vmtestbed.network`)
+and its own mount namespace, where private directories are bind-mounted over
+libvirt's fixed paths (/etc/libvirt, /run/libvirt, /root/.ssh, …), so two
+daemons share nothing but the kernel and the shared storage directory. Each
+has its own address and its own host UUID: libvirt refuses to migrate to a
+host whose UUID equals its own. An sshd runs beside each libvirtd, in the
+same two namespaces, for qemu+ssh://.
 
 Each also listens for TLS (qemu+tls://), with certificates from one CA per
 sandbox: a private /etc/pki in its namespace holds its server certificate
@@ -36,6 +38,9 @@ MOUNTS = {
     "cache": "/var/cache/libvirt",
     # libvirt's default TLS paths (CA/, libvirt/, libvirt/private/), as on a real host.
     "pki": "/etc/pki",
+    # The host's own SSH client identity and known hosts, which its libvirtd
+    # uses to reach a peer over qemu+ssh:// in a peer-to-peer migration.
+    "dotssh": "/root/.ssh",
 }
 # Inside each host's namespace this path is its own, so a disk here is a
 # non-shared disk that the other hosts cannot see.
@@ -57,6 +62,10 @@ class Daemon:
     index: int
     address: str
     root: Path
+    # The host's network namespace, and its address on the migration network
+    # (where QEMU's stream goes); None for a host on the machine's own network.
+    netns: str | None = None
+    migration_host: str | None = None
 
     @property
     def uri(self) -> str:
@@ -65,6 +74,10 @@ class Daemon:
     @property
     def tls_uri(self) -> str:
         return f"qemu+tls://{self.address}/system"
+
+    @property
+    def ssh_uri(self) -> str:
+        return f"qemu+ssh://root@{self.address}/system"
 
     @property
     def ca_dir(self) -> Path:
@@ -134,8 +147,8 @@ security_driver = "none"
 cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "file"
-migration_address = "{daemon.address}"
-migration_host = "{daemon.address}"
+migration_address = "{'0.0.0.0' if daemon.netns else daemon.address}"
+migration_host = "{daemon.migration_host or daemon.address}"
 migration_port_min = {low}
 migration_port_max = {high}
 """
@@ -260,9 +273,10 @@ def start(daemon: Daemon) -> int:
     )
     script = f"{binds} && exec libvirtd --listen --pid-file '{daemon.pid_file}'"
     out = open(daemon.root / "daemon.out", "ab")
-    # unshare and sh both exec, so the PID we get is libvirtd's own.
+    # ip netns exec, unshare and sh all exec, so the PID we get is libvirtd's own.
+    netns = ["ip", "netns", "exec", daemon.netns] if daemon.netns else []
     process = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script],
+        [*netns, "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script],
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,

@@ -83,7 +83,7 @@ class Demo:
             self.console.print(text, soft_wrap=True)  # commands and paths must stay copyable
         self.down(quiet=True)
         self.state.mkdir(parents=True, exist_ok=True)
-        say("[bold]== two libvirt hosts[/] (127.0.0.2, 127.0.0.3)")
+        say("[bold]== two libvirt hosts[/] (10.240.0.2, 10.240.0.3, each in its own network namespace)")
         self.box.up()
         say(f"   guests run under {self.box.accelerator().upper()}")
         say(f"[bold]== a Kubernetes control plane[/] (etcd + kube-apiserver on {ADDRESS}:{API_PORT})")
@@ -94,9 +94,11 @@ class Demo:
         # runs as a local process with the chart's ServiceAccount token instead.
         self._helm(plane, paths, "upgrade", "--install", RELEASE, str(paths.chart),
                    "--namespace", NAMESPACE, "--create-namespace", "--set", "replicaCount=0",
-                   "--set", "hypervisors[0].name=kvm-a", "--set", "hypervisors[0].uri=qemu+tcp://127.0.0.2/system",
+                   "--set", "hypervisors[0].name=kvm-a", "--set", "hypervisors[0].uri=qemu+tcp://10.240.0.2/system",
+                   "--set", "hypervisors[0].migrationAddress=10.241.0.2",
                    "--set", "hypervisors[0].labels.vmmigration\\.dev/zone=lab",
-                   "--set", "hypervisors[1].name=kvm-b", "--set", "hypervisors[1].uri=qemu+tcp://127.0.0.3/system",
+                   "--set", "hypervisors[1].name=kvm-b", "--set", "hypervisors[1].uri=qemu+tcp://10.240.0.3/system",
+                   "--set", "hypervisors[1].migrationAddress=10.241.0.3",
                    "--set", "hypervisors[1].labels.vmmigration\\.dev/zone=lab")
         say("[bold]== the operator[/], under the chart's ServiceAccount (not admin)")
         operator = self._operator(plane)

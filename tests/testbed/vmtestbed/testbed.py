@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from vmmigration.core.config import Settings
-from vmtestbed import daemons, guest
+from vmtestbed import daemons, guest, ssh
 from vmtestbed.daemons import Daemon
+from vmtestbed.network import Link, Network
 
 SHARED_POOL = "shared"
 LOCAL_POOL = "local"
@@ -32,22 +33,36 @@ class SandboxError(RuntimeError):
 class Sandbox:
     root: Path = dataclasses.field(default_factory=lambda: Settings.from_env().sandbox_dir)
     count: int = 2
-    # Hosts listen on 127.0.<subnet>.2, .3, … so that two sandboxes (the
-    # demo's and the tests') can run side by side.
+    # Hosts are 10.240.<subnet>.2, .3, … (management) and 10.241.<subnet>.x
+    # (migration), each in its own network namespace, so that two sandboxes
+    # (the demo's and the tests') can run side by side.
     subnet: int = 0
     settings: Settings = dataclasses.field(default_factory=Settings.from_env)
 
     @property
+    def network(self) -> Network:
+        return Network(subnet=self.subnet, count=self.count, state_file=self.root / "network.json")
+
+    @property
     def hosts(self) -> list[Daemon]:
+        net = self.network
         return [
             Daemon(
                 name=f"host{i + 1}",
                 index=i,
-                address=f"127.0.{self.subnet}.{i + 2}",
+                address=net.address(i),
                 root=self.root / "hosts" / f"host{i + 1}",
+                netns=net.namespace(i),
+                migration_host=net.address(i, "migration"),
             )
             for i in range(self.count)
         ]
+
+    @property
+    def ssh_client(self) -> ssh.ClientKey:
+        """The operator's SSH key and known_hosts for every host (a Secret's content)."""
+        client = self.root / "ssh-client"
+        return ssh.ClientKey(private_key=client / "id_ed25519", known_hosts=client / "known_hosts")
 
     @property
     def shared(self) -> Path:
@@ -86,6 +101,8 @@ class Sandbox:
             sub.mkdir(parents=True, exist_ok=True)
         for daemon in self.hosts:
             daemons.reset_state(daemon)
+        self.network.up()
+        ssh.prepare(self.hosts, client_dir=self.ssh_client.private_key.parent)
         first, *rest = self.hosts
         pids = {first.name: daemons.start(first)}
         daemons.wait_ready(first, pid=pids[first.name])
@@ -95,6 +112,8 @@ class Sandbox:
             pids[daemon.name] = daemons.start(daemon)
         for daemon in rest:
             daemons.wait_ready(daemon, pid=pids[daemon.name])
+        for daemon in self.hosts:
+            ssh.start(daemon, libvirtd_pid=pids[daemon.name])
         self._write_state({"hosts": {d.name: pids[d.name] for d in self.hosts}})
         for daemon in self.hosts:
             self._define_pools(daemon)
@@ -106,7 +125,9 @@ class Sandbox:
     def down(self) -> list[str]:
         stopped: list[str] = []
         for daemon in self.hosts:
+            stopped += ssh.stop(daemon)
             stopped += daemons.stop(daemon)
+        stopped += self.network.down()
         self.state_file.unlink(missing_ok=True)
         return stopped
 
@@ -127,6 +148,7 @@ class Sandbox:
         """Start a stopped host's libvirtd on its existing state: it reconnects to its guests."""
         pid = daemons.start(host)
         daemons.wait_ready(host, pid=pid)
+        ssh.start(host, libvirtd_pid=pid)
         state = self._read_state()
         state.setdefault("hosts", {})[host.name] = pid
         self._write_state(state)
@@ -138,6 +160,32 @@ class Sandbox:
             os.kill(pid, signal.SIGKILL)
         return pid
 
+    # ---- the network's levers (see vmtestbed.network) -----------------------
+
+    def shape(self, host: Daemon, *, rate_mbit: float | None, link: Link = "migration") -> None:
+        """Limit ``host``'s link to ``rate_mbit`` each way; None lifts the limit."""
+        self.network.shape(host.index, link=link, rate_mbit=rate_mbit)
+
+    def cut_link(self, host: Daemon, *, link: Link = "migration") -> None:
+        """Drop everything on ``host``'s link (both ways), as a pulled cable."""
+        self.network.cut(host.index, link=link)
+
+    def lose(self, host: Daemon, *, percent: float, link: Link = "migration") -> None:
+        """Drop ``percent`` of packets each way on ``host``'s link."""
+        self.network.loss(host.index, percent=percent, link=link)
+
+    def cut_from_operator(self, host: Daemon) -> None:
+        """Cut the management path between the operator (root namespace) and ``host``."""
+        self.network.cut_from_operator(host.index)
+
+    def partition(self, a: Daemon, b: Daemon) -> None:
+        """``a`` and ``b`` cannot reach each other; the operator still reaches both."""
+        self.network.partition(a.index, b.index)
+
+    def heal(self, host: Daemon | None = None) -> None:
+        """Undo every link fault and shaping on ``host`` (or on every host)."""
+        self.network.restore(None if host is None else host.index)
+
     def status(self) -> dict[str, object]:
         from vmtestbed.hosts import Host
         from vmmigration.core.errors import HostUnreachable
@@ -148,7 +196,9 @@ class Sandbox:
             entry: dict[str, object] = {
                 "name": daemon.name,
                 "uri": daemon.uri,
-                "unix_uri": daemon.unix_uri,
+                "ssh_uri": daemon.ssh_uri,
+                "migration_address": daemon.migration_host,
+                "netns": daemon.netns,
                 "pid": state.get("hosts", {}).get(daemon.name),
             }
             try:

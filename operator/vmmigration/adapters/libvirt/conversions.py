@@ -85,9 +85,14 @@ def peer_uri(uri: str) -> str:
     reads any ``pkipath``/``keyfile``/``known_hosts`` on its own host. Those
     name the operator's credential files (inside its pod), which the host does
     not have; the daemon must use its own client identity from /etc/pki or
-    its ssh set-up instead.
+    its ssh set-up instead. The operator reaches an SSH host over libssh (see
+    ``service.credentials``); the daemon uses plain ``qemu+ssh://`` with its
+    own ssh binary, key and known_hosts, as ``virsh migrate --p2p`` would.
     """
     parts = urllib.parse.urlsplit(uri)
     kept = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-            if k not in CLIENT_FILE_PARAMETERS]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept, safe="/")))
+            if k not in CLIENT_FILE_PARAMETERS and k != "sshauth"]
+    driver, _, transport = parts.scheme.partition("+")
+    scheme = f"{driver}+ssh" if transport in ("libssh", "libssh2") else parts.scheme
+    return urllib.parse.urlunsplit(parts._replace(
+        scheme=scheme, query=urllib.parse.urlencode(kept, safe="/")))
