@@ -30,6 +30,13 @@ ADDRESS = os.environ.get("VMMIGRATION_FAULTS_ADDRESS", "127.0.16.1")
 SUBNET = int(os.environ.get("VMMIGRATION_FAULTS_SUBNET", "6"))
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from .test_link_faults import TIMINGS
+
+    for label, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"link fault timing: {label}: {seconds:.1f} s")
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     box = Sandbox(root=Settings.from_env().test_sandbox_dir / "faults", count=3, subnet=SUBNET)
@@ -54,7 +61,8 @@ def hypervisors(sandbox: Sandbox) -> str:
     return "\n---\n".join(json.dumps({
         "apiVersion": "vmmigration.dev/v1alpha1", "kind": "Hypervisor",
         "metadata": {"name": name, "labels": {"vmmigration.dev/zone": "lab"}},
-        "spec": {"uri": host.uri, "maxInboundMigrations": 2, "maxOutboundMigrations": 2}})
+        "spec": {"uri": host.uri, "migrationAddress": host.migration_host,
+                 "maxInboundMigrations": 2, "maxOutboundMigrations": 2}})
         for name, host in zip(HOSTS, sandbox.hosts, strict=True))
 
 

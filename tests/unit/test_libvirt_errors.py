@@ -6,7 +6,13 @@ import libvirt
 import pytest
 
 from vmmigration.adapters.libvirt.errors import mapped
-from vmmigration.core.errors import DomainNotFound, HostUnreachable, MigrationFailed, VirtError
+from vmmigration.core.errors import (
+    DomainNotFound,
+    HostUnreachable,
+    MigrationFailed,
+    PeerUnreachable,
+    VirtError,
+)
 
 
 def error(code: int, domain: int, message: str) -> libvirt.libvirtError:
@@ -34,6 +40,17 @@ def test_a_lost_connection_during_a_migration_is_a_failed_migration_not_an_unrea
     found = mapped(error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC,
                            "connection closed due to keepalive timeout"), MigrationFailed)
     assert type(found) is MigrationFailed
+
+
+def test_a_failed_connect_inside_a_migrate_call_is_the_source_not_reaching_its_peer() -> None:
+    found = mapped(error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC,
+                         "unable to connect to server at '10.240.6.3:16509': Connection timed out"),
+                   MigrationFailed)
+    assert isinstance(found, PeerUnreachable) and isinstance(found, MigrationFailed)
+    assert str(found).startswith("the source host could not reach the target: unable to connect")
+    # The same error outside a migration is the operator not reaching the host.
+    assert isinstance(mapped(error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC,
+                                   "unable to connect to server")), HostUnreachable)
 
 
 def test_a_missing_domain_is_domain_not_found() -> None:

@@ -7,6 +7,7 @@ import pytest
 from vmmigration.core.convergence import Trigger
 from vmmigration.core.errors import HostUnreachable, MigrationAborted, MigrationFailed, MigrationUnsafe
 from vmmigration.core.location import Location
+from vmmigration.core.errors import PeerUnreachable
 from vmmigration.core.reasons import Reason, classify, hint
 
 
@@ -24,6 +25,10 @@ from vmmigration.core.reasons import Reason, classify, hint
     pytest.param(HostUnreachable("gone"), None, Reason.MIGRATION_FAILED, id="host-gone"),
     pytest.param(MigrationFailed("raced"), Trigger.STALLED, Reason.TIMED_OUT,
                  id="our-abort-wins-over-the-error-it-caused"),
+    pytest.param(MigrationAborted("cancelled"), Trigger.LINK_STALLED, Reason.LINK_BROKEN,
+                 id="a-link-that-carried-nothing-is-a-broken-link-not-a-timeout"),
+    pytest.param(PeerUnreachable("no route"), None, Reason.PEER_UNREACHABLE,
+                 id="the-source-could-not-reach-the-target"),
 ])
 def test_classify_names_why_a_migration_did_not_complete(error: Exception, trigger: Trigger | None,
                                                           reason: Reason) -> None:

@@ -319,10 +319,12 @@ def interrupted(*, domain: str, source: str, target: str, now: float) -> Effects
 
 
 def unreadable(uris: tuple[str, ...]) -> Effects:
-    """A restart cannot read a host of the attempt yet: keep Migrating, try again."""
+    """A host of the attempt cannot be read (after a restart, or the connection to it was
+    lost mid-job): keep Migrating and the attempt, and adopt the job once it answers."""
     return Effects(phase=Phase.MIGRATING, conditions=(condition(
         "Progressing", True, Reason.RECOVERING,
-        f"cannot read {', '.join(display_uri(u) for u in uris)}"),))
+        f"cannot read {', '.join(display_uri(u) for u in uris)} (unreachable); a migration job "
+        "may run on there without the operator, which adopts it when the host answers"),))
 
 
 def misplaced(*, domain: str, source: str, target: str, attempts: int, location: Location,
@@ -337,8 +339,10 @@ def misplaced(*, domain: str, source: str, target: str, attempts: int, location:
 def progressed(update: Update) -> Effects:
     return Effects(
         phase=Phase.MIGRATING,
-        conditions=(condition("Progressing", True, Reason.MIGRATING,
-                              update.note or f"{update.percent:.0f}% copied"),
+        conditions=(condition("Progressing", True,
+                              Reason.RECOVERING if update.waiting_for_link else Reason.MIGRATING,
+                              update.waiting_for_link or update.note
+                              or f"{update.percent:.0f}% copied"),
                     condition("Ready", False, Reason.MIGRATING, f"migrating {update.domain}")),
         fields={"progress": progress(update.progress, percent=update.percent,
                                      eta_seconds=update.eta_seconds),

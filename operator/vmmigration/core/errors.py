@@ -35,5 +35,10 @@ class MigrationUnsafe(MigrationFailed):
     """libvirt refused: it cannot tell the disks are on shared storage, and would risk their data."""
 
 
+class PeerUnreachable(MigrationFailed):
+    """In a peer-to-peer migration the source host could not connect to the target,
+    though the operator reaches both: the hosts cannot see each other."""
+
+
 class CredentialsError(Exception):
     """A Hypervisor's credentials Secret is missing or incomplete."""

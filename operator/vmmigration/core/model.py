@@ -257,3 +257,6 @@ class Update:
     percent: float
     eta_seconds: float | None
     note: str | None = None  # an escalation or abort, once, when it happens
+    # The link carries nothing while the job waits for it (said on every update
+    # until it carries data again, so the status shows it the whole time).
+    waiting_for_link: str | None = None

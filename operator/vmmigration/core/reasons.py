@@ -12,7 +12,12 @@ from __future__ import annotations
 import enum
 
 from vmmigration.core.convergence import Trigger
-from vmmigration.core.errors import CredentialsError, MigrationAborted, MigrationUnsafe
+from vmmigration.core.errors import (
+    CredentialsError,
+    MigrationAborted,
+    MigrationUnsafe,
+    PeerUnreachable,
+)
 from vmmigration.core.location import Location
 
 
@@ -100,6 +105,8 @@ def classify(error: BaseException, trigger: Trigger | None) -> Reason:
         return Reason.TIMED_OUT
     if isinstance(error, MigrationAborted):
         return Reason.ABORTED_OUTSIDE
+    if isinstance(error, PeerUnreachable):
+        return Reason.PEER_UNREACHABLE
     return Reason.MIGRATION_FAILED
 
 

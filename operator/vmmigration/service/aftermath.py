@@ -8,11 +8,17 @@ of a VM that is still moving.
 from __future__ import annotations
 
 from vmmigration.core.errors import VirtError
-from vmmigration.core.location import Aftermath, locate
+from vmmigration.core.location import Aftermath, Location, locate
 from vmmigration.core.model import display_uri
 from vmmigration.service.ports import LibvirtHost
 
-__all__ = ["Aftermath", "inspect"]
+__all__ = ["Aftermath", "inspect", "unread"]
+
+
+def unread(domain: str, uri: str) -> Aftermath:
+    """What is known of a domain whose host cannot be read at all: nothing yet."""
+    return Aftermath(domain=domain, location=Location.NOWHERE, source=None, target=None,
+                     job_active=False, job=None, final=None, unreachable=(display_uri(uri),))
 
 
 def inspect(*, domain: str, source: LibvirtHost | None, target: LibvirtHost | None) -> Aftermath:

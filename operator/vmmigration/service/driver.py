@@ -22,6 +22,7 @@ from vmmigration.core.reasons import Reason, classify_check
 from vmmigration.core.spec import Desired
 from vmmigration.service.engine import (
     Engine,
+    LostContact,
     MigrationCancelled,
     MigrationError,
     NoJobToAdopt,
@@ -146,6 +147,11 @@ class Driver:
                 self._ended(key, moved)
             return fx.unwatched(nothing.found, source=source, target=target, attempts=attempts,
                                 now=self.clock(), retry=self.retry)
+        except LostContact as lost:
+            # The job is not over for libvirt: keep the attempt (so nothing starts
+            # another) and adopt it once the host answers.
+            log.warning("%s: %s", key, lost)
+            return fx.unreadable(lost.found.unreachable)
         except PrecheckFailed as refused:
             return fx.failed(source=source, target=target, attempts=attempts - 1,
                              reason=refused.findings[0].reason, message=str(refused),

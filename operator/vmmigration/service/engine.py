@@ -35,6 +35,7 @@ from vmmigration.service import aftermath
 from vmmigration.service.monitor import Detached, quietly, watch_job
 from vmmigration.service import outcomes, planning
 from vmmigration.service.outcomes import (
+    LostContact,
     MigrationCancelled,
     MigrationError,
     MigrationTimedOut,
@@ -43,7 +44,7 @@ from vmmigration.service.outcomes import (
 from vmmigration.service.planning import Plan, PrecheckFailed
 from vmmigration.service.ports import Connect, LibvirtHost
 
-__all__ = ["Detached", "Engine", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
+__all__ = ["Detached", "Engine", "LostContact", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
            "PrecheckFailed", "Update"]
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,22 @@ class Engine:
         with self._open(request.source_uri, role="source") as source, \
                 self._open(request.target_uri, role="target") as target:
             yield source, target
+
+    @contextlib.contextmanager
+    def _connected_to_adopt(self, request: MigrationRequest) -> Iterator[tuple[LibvirtHost, LibvirtHost]]:
+        """Both hosts, or NoJobToAdopt saying which cannot be read: a job that may run
+        there is settled later, never failed for a host we cannot see."""
+        try:
+            source = self._open(request.source_uri, role="source")
+        except PrecheckFailed:
+            raise NoJobToAdopt(aftermath.unread(request.domain, request.source_uri)) from None
+        with source:
+            try:
+                target = self._open(request.target_uri, role="target")
+            except PrecheckFailed:
+                raise NoJobToAdopt(aftermath.unread(request.domain, request.target_uri)) from None
+            with target:
+                yield source, target
 
     # ---- pre-checks -------------------------------------------------------
 
@@ -115,7 +132,7 @@ class Engine:
         MigrationError (with where the VM runs) if not. Raises NoJobToAdopt when
         no job runs; :func:`aftermath.inspect` then tells what happened.
         """
-        with self._connected(request) as (source, target):
+        with self._connected_to_adopt(request) as (source, target):
             name = request.domain
             found = aftermath.inspect(domain=name, source=source, target=target)
             if not found.job_active or found.source is None:

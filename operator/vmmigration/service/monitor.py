@@ -71,6 +71,7 @@ def watch_job(
     downtime_set = False
     abort_trigger: Trigger | None = None
     last: JobProgress | None = None
+    waiting_for_link: str | None = None
     while not wait_for_end(poll_interval_seconds):
         if detach is not None and detach.is_set():
             log.info("migration of %s: no longer watched here; the job keeps running", name)
@@ -116,6 +117,15 @@ def watch_job(
             if quietly(lambda: source.abort_job(name)):
                 abort_trigger = verdict.trigger
                 note = f"{verdict.trigger.value}: aborting"
+        elif verdict.decision is Decision.CONTINUE and watch.in_post_copy:
+            # Said once per outage: the status shows that the copy waits, and why.
+            stalled = verdict.trigger is Trigger.LINK_STALLED
+            if stalled and not waiting_for_link:
+                waiting_for_link = note = (
+                    f"{Trigger.LINK_STALLED.value}: the link carries nothing; post-copy waits "
+                    "for it (the VM runs on the target, its missing pages on hold)")
+            elif waiting_for_link and not stalled:
+                note, waiting_for_link = "the link carries data again; post-copy goes on", None
         if note:
             log.info("migration of %s: %s", name, note)
         if on_update is not None:
@@ -127,5 +137,6 @@ def watch_job(
                 percent=convergence.percent_done(sample),
                 eta_seconds=convergence.eta_seconds(sample, guest_paused=paused),
                 note=note,
+                waiting_for_link=waiting_for_link,
             ))
     return Outcome(mode=mode, last=last, suspended_by_us=suspended_by_us, abort_trigger=abort_trigger)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vmmigration.core.convergence import Trigger
 from vmmigration.core.location import Location
-from vmmigration.core.model import JobProgress, MigrationRequest
+from vmmigration.core.model import JobProgress, MigrationRequest, display_uri
 from vmmigration.core.reasons import Reason, classify, hint
 from vmmigration.service import aftermath
 from vmmigration.service.ports import LibvirtHost
@@ -30,6 +30,18 @@ class NoJobToAdopt(Exception):
         self.found = found
 
 
+class LostContact(Exception):
+    """The migrate call failed because this process lost its connection to the source, and
+    the source cannot be read: a peer-to-peer job may well run on without us. Whoever
+    looks next adopts it (or finds how it ended); nothing may start another meanwhile."""
+
+    def __init__(self, found: aftermath.Aftermath, error: BaseException) -> None:
+        super().__init__(f"lost contact with {', '.join(found.unreachable)} while the migration "
+                         f"of {found.domain} ran ({error}); it runs on without the operator, "
+                         "which adopts it when the host answers again")
+        self.found = found
+
+
 class MigrationCancelled(MigrationError):
     """Aborted on request (spec.abort, deletion, Ctrl-C)."""
 
@@ -47,7 +59,10 @@ def failure(
     target: LibvirtHost,
     last: JobProgress | None,
 ) -> MigrationError:
-    where = aftermath.inspect(domain=request.domain, source=source, target=target).location
+    found = aftermath.inspect(domain=request.domain, source=source, target=target)
+    if display_uri(request.source_uri) in found.unreachable:
+        raise LostContact(found, error)
+    where = found.location
     runs = f"the VM runs on the {where.value.lower()}"
     reason = classify(error, trigger)
     if reason is Reason.ABORTED:

@@ -138,6 +138,11 @@ class Network:
             ns = self.namespace(index)
             _run("ip", "netns", "add", ns)
             _run("ip", "-n", ns, "link", "set", "lo", "up")
+            # A SYN into a partition is dropped, and Linux retries it for about
+            # two minutes by default; three retries (about 15 s) keep a
+            # partitioned peer-to-peer connect inside a test's budget. This is
+            # a per-namespace setting, as an admin would tune a real host.
+            _run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=3")
             for link in LINKS:
                 interface, port = INTERFACE[link], self._switch_port(index, link)
                 _run("ip", "link", "add", interface, "netns", ns, "type", "veth",

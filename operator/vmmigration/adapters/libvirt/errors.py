@@ -14,6 +14,7 @@ from vmmigration.core.errors import (
     MigrationFailed,
     MigrationUnsafe,
     OperationInvalid,
+    PeerUnreachable,
     VirtError,
 )
 
@@ -40,6 +41,12 @@ def mapped(error: libvirt.libvirtError, default: type[VirtError] = VirtError) ->
     # A connection libvirt's keepalive closed ("connection closed due to keepalive
     # timeout", then "client socket is closed") is an internal error of its RPC layer.
     lost = code == libvirt.VIR_ERR_INTERNAL_ERROR and error.get_error_domain() == libvirt.VIR_FROM_RPC
+    if (default is MigrationFailed and code == libvirt.VIR_ERR_SYSTEM_ERROR
+            and error.get_error_domain() == libvirt.VIR_FROM_RPC
+            and message.startswith("unable to connect to server")):
+        # A migrate call runs over a connection that is already open, so a
+        # failed *connect* inside it is the source daemon dialling its peer.
+        return PeerUnreachable(f"the source host could not reach the target: {message}")
     if (code in _UNREACHABLE or lost) and default is not MigrationFailed:
         return HostUnreachable(message)
     return default(message)
