@@ -49,3 +49,11 @@ def test_a_secret_missing_a_key_names_what_it_lacks_without_its_contents(tmp_pat
 
 def test_the_displayed_uri_drops_file_parameters() -> None:
     assert display_uri("qemu+tls://h/system?pkipath=/x") == "qemu+tls://h/system"
+
+
+def test_files_of_an_earlier_secret_do_not_linger_after_a_switch(tmp_path: Path) -> None:
+    materialise(uri="qemu+ssh://root@h/system", secret={"ssh-privatekey": b"K"},
+                directory=tmp_path / "h")
+    materialise(uri="qemu+tls://h/system", secret=TLS, directory=tmp_path / "h")
+    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == [
+        "cacert.pem", "clientcert.pem", "clientkey.pem"]

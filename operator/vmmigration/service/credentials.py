@@ -52,6 +52,10 @@ def materialise(*, uri: str, secret: Mapping[str, bytes], directory: Path) -> st
     scheme = urllib.parse.urlsplit(uri).scheme
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
+    # What an earlier Secret left (an SSH key, after a switch to TLS) must not linger.
+    for stale in directory.iterdir():
+        if stale.is_file():
+            stale.unlink()
     if scheme.endswith("+tls"):
         missing = [key for key in TLS_FILES if key not in secret]
         if missing:
