@@ -1,7 +1,7 @@
 """Faults on the network between the hosts and the operator, each while a real migration
 runs or is about to: the migration link cut in pre-copy and in post-copy, loss on it,
-the operator cut off from the target, and the two hosts partitioned from each other.
-(The operator cut off from the *source* mid-job is not here yet: see docs/network.md.)
+the operator cut off from the source mid-job or from the target before a move, and the
+two hosts partitioned from each other.
 
 Every scenario ends with the VM running exactly once (libvirt's view and each host's
 QEMU log), from its first boot, its heartbeat rising and its memory intact. Every
@@ -121,6 +121,40 @@ def test_loss_on_the_migration_link_slows_the_move_and_it_still_completes_once_a
     TIMINGS[f"{percent}% loss: libvirt job seconds"] = float(placed.get("durationSeconds") or 0)
     assert placed["attempts"] == 1
     assert libvirt_migrations(sandbox, name) == 1
+
+
+def test_the_operator_cut_off_from_the_source_mid_job_says_unreachable_not_failed_and_adopts_the_job(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str], operator: Operator) -> None:
+    watch = steady_move(kubectl=kubectl, boot=boot, vmm=vmm, name=name)
+    source = sandbox.hosts[0]
+    # Only the operator loses kvm-a: the peer-to-peer job between the hosts goes on.
+    sandbox.cut_from_operator(source)
+    cut = time.monotonic()
+    try:
+        recovering = wait_until(
+            lambda: "unreachable" in kubectl.condition(name, "Progressing").get("message", "")
+            and kubectl.condition(name, "Progressing"), timeout=90, interval=0.2,
+            # libvirt's keepalive closes the silent connections (the operator's
+            # libvirt timeout, 30 s by default) before anything can be said.
+            what="the status to say the source cannot be read")
+        TIMINGS["management cut: cut to unreachable shown"] = time.monotonic() - cut
+        assert recovering["reason"] == "Recovering", recovering
+        assert kubectl.status(name)["phase"] == "Migrating", "a lost host is not a failed move"
+        assert reachable(kubectl, "kvm-a").get("status") == "False"
+        pause(4)
+        assert kubectl.status(name)["phase"] == "Migrating"
+        assert not kubectl.status(name).get("lastFailure")
+    finally:
+        sandbox.heal(source)
+    healed_at = time.monotonic()
+    placed = assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
+                                 placed_on="kvm-b")
+    TIMINGS["management cut: heal to Placed"] = time.monotonic() - healed_at
+    # One job in libvirt's records, one start Event: adopted, never moved twice.
+    assert placed["attempts"] == 1
+    assert libvirt_migrations(sandbox, name) == 1
+    assert started(kubectl, name) == 1
 
 
 def test_the_operator_cut_off_from_the_target_blocks_the_move_and_nothing_moves_until_it_returns(

@@ -201,14 +201,21 @@ class Engine:
 
         def worker() -> None:
             try:
-                source.migrate(
-                    name,
-                    target_uri=request.target_uri,
-                    flags=plan.flags,
-                    bandwidth_mib_per_s=policy.bandwidth_mib_per_s,
-                    parallel_connections=policy.parallel_connections,
-                    migration_address=request.migration_address,
-                )
+                # The migrate call gets a connection of its own. libvirt's client
+                # does not run keepalive for a connection on which one thread
+                # waits for this call while another polls the job: when the host
+                # falls silent, both calls would then hang for good. Alone, the
+                # call is closed by keepalive like any other.
+                with self.connect(request.source_uri,
+                                  timeout_seconds=self.libvirt_timeout_seconds) as mover:
+                    mover.migrate(
+                        name,
+                        target_uri=request.target_uri,
+                        flags=plan.flags,
+                        bandwidth_mib_per_s=policy.bandwidth_mib_per_s,
+                        parallel_connections=policy.parallel_connections,
+                        migration_address=request.migration_address,
+                    )
             except BaseException as error:  # handed to the monitor thread
                 failure.append(error)
 
