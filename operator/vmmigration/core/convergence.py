@@ -77,7 +77,7 @@ def observe(watch: Watch, progress: JobProgress) -> Watch:
         # libvirt reports zeros while the job is still setting up.
         return watch
     if progress.data_processed > watch.processed or watch.processed_at_seconds is None:
-        watch = dataclasses.replace(watch, processed=max(watch.processed, progress.data_processed),
+        watch = dataclasses.replace(watch, processed=progress.data_processed,
                                     processed_at_seconds=progress.elapsed_seconds)
     if watch.best_remaining is None or remaining < watch.best_remaining:
         return dataclasses.replace(

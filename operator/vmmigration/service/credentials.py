@@ -4,8 +4,8 @@ libvirt reads TLS material from a directory (``pkipath``) and an SSH key from
 a file (``keyfile``). For SSH the operator connects with libvirt's built-in
 libssh client (``qemu+libssh://``, same user, host and path): the ``ssh``
 binary behind ``qemu+ssh://`` ignores ``known_hosts`` and reads the process's
-HOME instead, so a Secret's known_hosts would silently not be checked. The files are written 0600 in a 0700 directory per
-Hypervisor. Secret contents never reach a log line, an Event or a status: only
+HOME instead, so a Secret's known_hosts would silently not be checked. The
+files are written 0600 in a 0700 directory per Hypervisor. Secret contents never reach a log line, an Event or a status: only
 the directory's path appears in the connection URI, and that URI is not
 printed either (``display_uri`` strips the parameters).
 """

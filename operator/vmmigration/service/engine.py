@@ -74,21 +74,19 @@ class Engine:
                 self._open(request.target_uri, role="target") as target:
             yield source, target
 
+    def _open_to_adopt(self, request: MigrationRequest, uri: str, *, role: str) -> LibvirtHost:
+        """A host of the job, or NoJobToAdopt saying it cannot be read: a job that may
+        run there is settled later, never failed for a host we cannot see."""
+        try:
+            return self._open(uri, role=role)
+        except PrecheckFailed:
+            raise NoJobToAdopt(aftermath.unread(request.domain, uri)) from None
+
     @contextlib.contextmanager
     def _connected_to_adopt(self, request: MigrationRequest) -> Iterator[tuple[LibvirtHost, LibvirtHost]]:
-        """Both hosts, or NoJobToAdopt saying which cannot be read: a job that may run
-        there is settled later, never failed for a host we cannot see."""
-        try:
-            source = self._open(request.source_uri, role="source")
-        except PrecheckFailed:
-            raise NoJobToAdopt(aftermath.unread(request.domain, request.source_uri)) from None
-        with source:
-            try:
-                target = self._open(request.target_uri, role="target")
-            except PrecheckFailed:
-                raise NoJobToAdopt(aftermath.unread(request.domain, request.target_uri)) from None
-            with target:
-                yield source, target
+        with self._open_to_adopt(request, request.source_uri, role="source") as source, \
+                self._open_to_adopt(request, request.target_uri, role="target") as target:
+            yield source, target
 
     # ---- pre-checks -------------------------------------------------------
 
