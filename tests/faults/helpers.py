@@ -105,16 +105,6 @@ def refused_outside_outages(log: str) -> list[str]:
     return refused
 
 
-def migrations_logged(operator_logs: str, domain: str) -> int:
-    """Migration jobs the engine says it asked libvirt for, over every operator process's log.
-
-    Our own record: a check compares it with libvirt's (:func:`libvirt_migrations`),
-    never trusts it alone, so rewording the line fails the check instead of
-    silently counting nothing.
-    """
-    return operator_logs.count(f"migration of {domain} started:")
-
-
 def libvirt_migrations(sandbox: Sandbox, domain: str) -> int:
     """Migrations of ``domain`` libvirt began, from each host's own QEMU log."""
     return incoming_migrations(sandbox.hosts, domain)

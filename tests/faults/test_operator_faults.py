@@ -14,7 +14,7 @@ from vmtestbed.testbed import Sandbox
 
 from ..conftest import GuestWatch
 from ..e2e.conftest import Kubectl, Operator, migrating, running_on, wait_until
-from .helpers import STEADY, assert_nothing_lost, libvirt_migrations, migrations_logged, started
+from .helpers import STEADY, assert_nothing_lost, libvirt_migrations, started
 
 # CI runs a few rounds; the full run (20 or more) is a documented command:
 #   VMMIGRATION_FAULT_ROUNDS=20 .venv/bin/python -m pytest tests/faults -k kill_9 -s
@@ -42,7 +42,6 @@ def test_kill_9_of_the_operator_at_random_points_loses_no_vm_and_moves_each_one_
     for round_ in range(1, ROUNDS + 1):
         target = "kvm-b" if round_ % 2 else "kvm-a"
         before = libvirt_migrations(sandbox, name)
-        logged_before = migrations_logged(operator.logs(), name)
         events_before = started(kubectl, name) if round_ > 1 else 0
         if round_ == 1:
             vmm(name, domain=name, targetHypervisor=target, **STEADY)
@@ -70,13 +69,10 @@ def test_kill_9_of_the_operator_at_random_points_loses_no_vm_and_moves_each_one_
         where = running_on(sandbox, name)
         rows.append({"round": round_, "killed after": f"{killed_after:.2f} s" if KILL else "-",
                      "placed after": f"{placed_after:.1f} s", "phase at kill": seen,
-                     "libvirt jobs": jobs, "logged jobs": migrations_logged(operator.logs(), name)
-                     - logged_before, "started events": events,
+                     "libvirt jobs": jobs, "started events": events,
                      "running on": where, "status says": placed["currentHypervisor"]})
         assert where == [target], rows[-1]
         assert placed["currentHypervisor"] == target, rows[-1]
-        assert rows[-1]["logged jobs"] == jobs, ("the operator's log and libvirt's disagree on how "
-                                                 f"many migrations started: {rows[-1]}")
         # Each job is announced before libvirt is asked; a kill may leave one announced
         # attempt that never reached libvirt, and a restart then starts afresh.
         assert 1 <= events <= (2 if KILL else 1), rows[-1]
@@ -126,6 +122,5 @@ def test_when_the_active_replica_dies_the_standby_takes_over_the_running_migrati
     assert f"adopting the running migration of {name}" in standby.logs(), (
         "the standby did not take over the running job")
     assert libvirt_migrations(sandbox, name) == 1, "libvirt began more than one migration"
-    assert migrations_logged(operator.logs() + standby.logs(), name) == 1
     assert started(kubectl, name) == 1
     assert running_on(sandbox, name) == ["kvm-b"]

@@ -29,8 +29,10 @@ ZONE = Selector(match_labels=(("zone", "lab"),))
 
 def host(name: str, *domains: str, reachable: bool = True, maintenance: bool = False,
          labels: dict[str, str] | None = None, free_mib: int = 4096, paused: str = "",
-         probed: bool = True) -> HypervisorView:
+         probed: bool = True, split: str = "") -> HypervisorView:
     found = [domain(d) for d in domains]
+    if split:  # the source half of a post-copy whose link failed
+        found.append(domain(split, state=PowerState.PAUSED, reason=PauseReason.POST_COPY_FAILED))
     if paused:
         found.append(domain(paused, state=PowerState.PAUSED, reason=PauseReason.MIGRATION))
     report = HostReport(reachable=reachable, probed_at=0.0, memory_free_bytes=free_mib * MIB,
@@ -76,6 +78,8 @@ SELECTED = Desired(domain="web-01", selector=ZONE)
                  Wait("InventoryIncomplete", ""), id="unprobed-host-means-wait-not-block"),
     pytest.param(PINNED, hosts(host("a", "web-01"), host("b", "web-01")), Memory(),
                  Block("RunningTwice", ""), id="running-twice-is-never-touched"),
+    pytest.param(PINNED, hosts(host("a", split="web-01"), host("b", "web-01")), Memory(),
+                 Block("LocationSplitPostCopy", ""), id="split-post-copy-is-not-running-twice"),
     pytest.param(PINNED, hosts(host("a"), host("b", paused="web-01")), Memory(),
                  Wait("MigrationInProgress", ""), id="incoming-copy-only-means-wait"),
     pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from vmmigration.core.recovery import ResumePolicy
+
 
 class SettingsError(ValueError):
     pass
@@ -71,6 +73,9 @@ class Settings:
     metrics_port: int = 8000
     health_address: str = "0.0.0.0"
     health_port: int = 8080
+    # Resume a post-copy migration whose link failed: auto (unless the target's
+    # libvirt is known to crash on it), always, or never (leave it to a person).
+    post_copy_resume: ResumePolicy = ResumePolicy.AUTO
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +105,12 @@ class Settings:
                 raise SettingsError(f"{name} must be {low:g} to {high:g}, not {value:g}")
             return value
 
+        raw_resume = env.get("VMMIGRATION_POSTCOPY_RESUME", defaults.post_copy_resume.value).lower()
+        try:
+            resume = ResumePolicy(raw_resume)
+        except ValueError:
+            raise SettingsError("VMMIGRATION_POSTCOPY_RESUME must be auto, always or never, "
+                                f"not {raw_resume!r}") from None
         raw_priority = env.get("VMMIGRATION_PEERING_PRIORITY")
         try:
             priority = int(raw_priority) if raw_priority else None
@@ -138,6 +149,7 @@ class Settings:
             metrics_port=int(number("VMMIGRATION_METRICS_PORT", defaults.metrics_port, 0, 65535)),
             health_address=env.get("VMMIGRATION_HEALTH_ADDRESS", defaults.health_address),
             health_port=int(number("VMMIGRATION_HEALTH_PORT", defaults.health_port, 0, 65535)),
+            post_copy_resume=resume,
         )
 
     def kopf_command(self, *, python: str, peering: str | None = None,

@@ -44,6 +44,8 @@ class MigrationFlags:
     compressed: bool = False
     parallel: bool = False
     unsafe: bool = False
+    # Continue a post-copy migration whose link failed (both halves paused).
+    post_copy_resume: bool = False
 
 
 def choose_mode(*, requested: Mode, domain: DomainSummary) -> Mode:

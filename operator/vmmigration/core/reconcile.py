@@ -108,6 +108,14 @@ def decide(
         return Idle()
 
     where = whereabouts(desired.domain, hypervisors)
+    if where.post_copy:
+        # Moving either half would lose the VM: only a post-copy resume (or its end) helps.
+        others = [h for h in where.active if h not in where.post_copy]
+        return Block(Reason.LOCATION_SPLIT, f"domain {desired.domain} is split by a post-copy "
+                     f"migration: paused on {' and '.join(where.post_copy)}"
+                     + (f", running on {' and '.join(others)}" if others else "")
+                     + "; nothing will be moved until a post-copy resume completes it "
+                       "(see lastFailure)")
     if len(where.active) > 1:
         return Block(Reason.RUNNING_TWICE, f"domain {desired.domain} runs on {' and '.join(where.active)} "
                                      "at once; resolve this by hand, nothing will be moved")

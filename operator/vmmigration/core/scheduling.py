@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from vmmigration.core.spec import HypervisorSpec, Selector
-from vmmigration.core.model import DomainSummary, HostReport
+from vmmigration.core.model import DomainSummary, HostReport, PauseReason
 from vmmigration.core.location import is_incoming
 
 
@@ -32,10 +32,13 @@ class Whereabouts:
     defined: tuple[str, ...] = ()  # hosts where it is defined but shut off
     unknown: tuple[str, ...] = ()  # hosts not probed yet or unreachable: it may be there
     summary: DomainSummary | None = None
+    # Hosts where the source half of a post-copy migration waits (paused, its
+    # pages not all copied): the VM is split, not running twice.
+    post_copy: tuple[str, ...] = ()
 
 
 def whereabouts(domain: str, hypervisors: Mapping[str, HypervisorView]) -> Whereabouts:
-    active, incoming, defined, unknown = [], [], [], []
+    active, incoming, defined, unknown, post_copy = [], [], [], [], []
     summary = None
     for name in sorted(hypervisors):
         view = hypervisors[name]
@@ -43,6 +46,8 @@ def whereabouts(domain: str, hypervisors: Mapping[str, HypervisorView]) -> Where
             unknown.append(name)
             continue
         for found in view.report.by_name.get(domain, ()):  # a lookup, not a scan of every domain
+            if found.pause_reason in (PauseReason.POST_COPY, PauseReason.POST_COPY_FAILED):
+                post_copy.append(name)
             if is_incoming(found):
                 incoming.append(name)
             elif found.active:
@@ -52,7 +57,7 @@ def whereabouts(domain: str, hypervisors: Mapping[str, HypervisorView]) -> Where
                 defined.append(name)
                 summary = summary or found
     return Whereabouts(active=tuple(active), incoming=tuple(incoming), defined=tuple(defined),
-                       unknown=tuple(unknown), summary=summary)
+                       unknown=tuple(unknown), summary=summary, post_copy=tuple(post_copy))
 
 
 @dataclasses.dataclass(frozen=True)

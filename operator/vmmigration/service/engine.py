@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from vmmigration.core import convergence, planner
+from vmmigration.core import convergence, planner, recovery
 from vmmigration.core.errors import HostUnreachable, VirtError
 from vmmigration.core.location import Location
 from vmmigration.core.model import (
@@ -31,6 +31,7 @@ from vmmigration.core.model import (
     display_uri,
 )
 from vmmigration.core.prechecks import Finding
+from vmmigration.core.reasons import Reason
 from vmmigration.service import aftermath
 from vmmigration.service.monitor import Detached, quietly, watch_job
 from vmmigration.service import outcomes, planning
@@ -52,9 +53,15 @@ log = logging.getLogger(__name__)
 
 class Engine:
     def __init__(self, *, connect: Connect, poll_interval_seconds: float = 0.5,
-                 libvirt_timeout_seconds: float = 30.0) -> None:
+                 libvirt_timeout_seconds: float = 30.0,
+                 post_copy_resume: recovery.ResumePolicy = recovery.ResumePolicy.AUTO,
+                 resume_limits: recovery.ResumeLimits = recovery.ResumeLimits(),
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.connect = connect
         self.poll_interval_seconds = poll_interval_seconds
+        self.post_copy_resume = post_copy_resume
+        self.resume_limits = resume_limits
+        self.sleep = sleep
         # A host silent this long fails the call: a target that hangs mid-migration
         # ends in a failure that says where the VM runs, not a migration stuck forever.
         self.libvirt_timeout_seconds = libvirt_timeout_seconds
@@ -133,6 +140,17 @@ class Engine:
         with self._connected_to_adopt(request) as (source, target):
             name = request.domain
             found = aftermath.inspect(domain=name, source=source, target=target)
+            if (found.source is not None and found.location is Location.SPLIT_POST_COPY
+                    and found.source.pause_reason is PauseReason.POST_COPY_FAILED):
+                # A post-copy whose link failed before (or while) we were away.
+                plan = Plan(mode=Mode.LIVE, flags=planner.MigrationFlags(
+                    live=True, post_copy=True, peer_to_peer=request.policy.peer_to_peer),
+                    domain=dataclasses.replace(found.source, state=PowerState.RUNNING,
+                                               pause_reason=PauseReason.NONE))
+                return self._resume_post_copy(
+                    request, plan, VirtError("the post-copy link had failed"), source=source,
+                    target=target, on_update=on_update, detach=detach,
+                    started=time.monotonic(), last=found.job)
             if not found.job_active or found.source is None:
                 raise NoJobToAdopt(found)
             before = found.source
@@ -243,6 +261,12 @@ class Engine:
         mode, last = outcome.mode, outcome.last
         duration = time.monotonic() - started
         if failure:
+            found = aftermath.inspect(domain=name, source=source, target=target)
+            if (found.location is Location.SPLIT_POST_COPY
+                    and display_uri(request.source_uri) not in found.unreachable):
+                return self._resume_post_copy(request, plan, failure[0], source=source,
+                                              target=target, on_update=on_update, detach=detach,
+                                              started=started, last=last)
             self._restore_after_failure(plan, source=source, target=target,
                                         suspended_by_us=outcome.suspended_by_us)
             self._remove_images(created, name=name, target=target)
@@ -274,6 +298,88 @@ class Engine:
             bytes_transferred=final.data_processed if final else (last.data_processed if last else 0),
             final=final,
         )
+
+    # ---- post-copy recovery -------------------------------------------------
+
+    def _resume_post_copy(self, request: MigrationRequest, plan: Plan, error: BaseException, *,
+                          source: LibvirtHost, target: LibvirtHost,
+                          on_update: Callable[[Update], None] | None,
+                          detach: threading.Event | None, started: float,
+                          last: JobProgress | None) -> MigrationResult:
+        """The post-copy link failed and the VM is paused on both hosts: resume it, with backoff.
+
+        Nothing else is safe. Aborting loses the VM; resuming either half alone
+        runs stale memory. Cancel requests wait too: there is nothing left to
+        abort. Only a host gone past the limit, or a libvirt known to crash on a
+        resume, leaves the VM to a person, with the advice in the status.
+        """
+        name = request.domain
+        limits = self.resume_limits
+        split_at = time.monotonic()
+        why = f"the link failed: {error}"
+        tries = 0
+        log.warning("%s is paused on both hosts after its post-copy link failed (%s); "
+                    "resuming it", name, error)
+        while True:
+            try:
+                versions = target.versions()
+            except VirtError as unreachable:
+                versions = None
+                why = f"{display_uri(target.uri)} does not answer ({unreachable})"
+            if versions is not None:
+                blocked = recovery.blocker(policy=self.post_copy_resume, target=versions)
+                if blocked is not None:
+                    raise self._split(request, why=blocked, last=last)
+                tries += 1
+                self._report(on_update, name, last, f"post-copy paused on both hosts ({why}); "
+                                                    f"resuming it, try {tries}")
+                try:
+                    with self.connect(request.source_uri,
+                                      timeout_seconds=self.libvirt_timeout_seconds) as mover:
+                        mover.migrate(name, target_uri=request.target_uri,
+                                      flags=dataclasses.replace(plan.flags, live=True,
+                                                                post_copy=True,
+                                                                post_copy_resume=True),
+                                      bandwidth_mib_per_s=request.policy.bandwidth_mib_per_s,
+                                      parallel_connections=request.policy.parallel_connections,
+                                      migration_address=request.migration_address)
+                except VirtError as failed:
+                    why = f"the resume failed: {failed}"
+                found = aftermath.inspect(domain=name, source=source, target=target)
+                if found.location is Location.TARGET:
+                    log.info("the post-copy migration of %s resumed and completed (try %d)",
+                             name, tries)
+                    return self._settle(request, plan, mode=EffectiveMode.POST_COPY, last=last,
+                                        duration=time.monotonic() - started, source=source,
+                                        target=target, on_update=on_update)
+                if found.location is not Location.SPLIT_POST_COPY and not found.unreachable:
+                    raise outcomes.failure(error, request, None, source=source, target=target,
+                                           last=last)
+            waited = time.monotonic() - split_at
+            if recovery.give_up(waited_seconds=waited, limits=limits):
+                raise self._split(request, why=f"it could not be resumed in {waited:.0f} s "
+                                               f"(last: {why})", last=last)
+            pause = recovery.delay(attempt=max(1, tries), limits=limits)
+            self._report(on_update, name, last, f"post-copy paused on both hosts ({why}); "
+                                                f"next resume in {pause:.0f} s")
+            if detach is not None and detach.is_set():
+                raise Detached(f"left the split post-copy of {name} for the next operator")
+            self.sleep(pause)
+
+    @staticmethod
+    def _report(on_update: Callable[[Update], None] | None, name: str,
+                last: JobProgress | None, text: str) -> None:
+        if on_update is not None:
+            on_update(Update(domain=name, mode=EffectiveMode.POST_COPY, progress=last,
+                             percent=convergence.percent_done(last) if last else 0.0,
+                             eta_seconds=None, waiting_for_link=text))
+
+    @staticmethod
+    def _split(request: MigrationRequest, *, why: str, last: JobProgress | None) -> MigrationError:
+        return MigrationError(
+            recovery.advice(domain=request.domain, source=display_uri(request.source_uri),
+                            target=display_uri(request.target_uri), why=why),
+            location=Location.SPLIT_POST_COPY, last=last, reason=Reason.LOCATION_SPLIT)
 
     # ---- helpers ----------------------------------------------------------
 

@@ -58,6 +58,7 @@ class Faults:
     """What is wrong with one host's links now (rendered into its nftables table)."""
 
     cut: tuple[str, ...] = ()  # interfaces that drop everything
+    reset: tuple[str, ...] = ()  # interfaces whose TCP connections are reset, the rest dropped
     loss: tuple[tuple[str, float], ...] = ()  # (interface, percent)
     unreachable_from: tuple[str, ...] = ()  # peer addresses whose traffic is dropped
 
@@ -65,6 +66,15 @@ class Faults:
         rules: list[str] = []
         for interface in self.cut:
             rules += [f'iifname "{interface}" drop', f'oifname "{interface}" drop']
+        for interface in self.reset:
+            # A reset, unlike a silent drop, fails the sockets at once on both
+            # ends: what a peer that reboots or a firewall that closes does.
+            rules += [f'iifname "{interface}" meta l4proto tcp reject with tcp reset',
+                      f'iifname "{interface}" drop',
+                      # The resets the inbound rule sends must leave; all else is cut.
+                      f'oifname "{interface}" tcp flags & rst == rst accept',
+                      f'oifname "{interface}" meta l4proto tcp reject with tcp reset',
+                      f'oifname "{interface}" drop']
         for interface, percent in self.loss:
             # numgen over 10000 gives loss in hundredths of a percent.
             share = round(percent * 100)
@@ -206,6 +216,18 @@ class Network:
         """Drop everything on the host's link, as a pulled cable does: no reset is sent."""
         self._change(index, cut=INTERFACE[link])
 
+    def reset(self, index: int, *, link: Link = "migration") -> None:
+        """Cut the host's link so that its TCP connections fail at once (a reset both ways)."""
+        faults = self._faults(index)
+        self._apply(index, dataclasses.replace(
+            faults, reset=tuple(sorted(set(faults.reset) | {INTERFACE[link]}))))
+        # The rules reset a connection only when a segment crosses it, and an idle
+        # end may send none for minutes. Aborting every socket on the link's
+        # address fails this end now and sends the peer its reset, as a rebooted
+        # peer or a firewall that closes connections does.
+        _run("ip", "netns", "exec", self.namespace(index), "ss", "-K", "-t", "src",
+             self.address(index, link))
+
     def loss(self, index: int, *, percent: float, link: Link = "migration") -> None:
         """Drop ``percent`` of the packets each way on the host's link (0: none)."""
         faults = self._faults(index)
@@ -242,7 +264,7 @@ class Network:
 
     def _faults(self, index: int) -> Faults:
         raw = self._load().get(self.namespace(index), {})
-        return Faults(cut=tuple(raw.get("cut", ())),
+        return Faults(cut=tuple(raw.get("cut", ())), reset=tuple(raw.get("reset", ())),
                       loss=tuple((str(i), float(p)) for i, p in raw.get("loss", ())),
                       unreachable_from=tuple(raw.get("unreachable_from", ())))
 

@@ -170,6 +170,10 @@ class Sandbox:
         """Drop everything on ``host``'s link (both ways), as a pulled cable."""
         self.network.cut(host.index, link=link)
 
+    def reset_link(self, host: Daemon, *, link: Link = "migration") -> None:
+        """Cut ``host``'s link so its TCP connections fail at once, with a reset each way."""
+        self.network.reset(host.index, link=link)
+
     def lose(self, host: Daemon, *, percent: float, link: Link = "migration") -> None:
         """Drop ``percent`` of packets each way on ``host``'s link."""
         self.network.loss(host.index, percent=percent, link=link)

@@ -41,6 +41,7 @@ _FLAG_BITS = {
     "compressed": libvirt.VIR_MIGRATE_COMPRESSED,
     "parallel": libvirt.VIR_MIGRATE_PARALLEL,
     "unsafe": libvirt.VIR_MIGRATE_UNSAFE,
+    "post_copy_resume": libvirt.VIR_MIGRATE_POSTCOPY_RESUME,
 }
 
 

@@ -1,0 +1,78 @@
+"""Pure: when and how the engine resumes a post-copy migration whose link failed.
+
+A post-copy migration whose stream fails leaves the VM paused on both hosts:
+the target runs its CPUs and holds the pages it received, the source holds the
+rest. Neither half may be resumed alone, and aborting loses the VM, so the
+only way forward is libvirt's post-copy resume (``VIR_MIGRATE_POSTCOPY_RESUME``)
+once the hosts can talk again. This module decides whether a resume may be
+tried at all (some libvirt releases crash on it), how long to wait between
+tries, and when a person has to take over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from vmmigration.core.model import HostVersions, format_version
+
+
+class ResumePolicy(str, enum.Enum):
+    """``VMMIGRATION_POSTCOPY_RESUME``: auto resumes unless libvirt is known to crash on it."""
+
+    AUTO = "auto"
+    ALWAYS = "always"  # the operator's owner knows their libvirt is patched
+    NEVER = "never"  # leave every split VM to a person
+
+
+# libvirt releases whose target daemon dies on every post-copy resume.
+# From 11.2.0 (which added the sparse save format) the resume passes a NULL
+# file descriptor into qemuProcessIncomingDefNew, which dereferences it: the
+# target's daemon segfaults in Prepare, before QEMU is asked anything. Seen on
+# 11.3.0; no later release has been checked, so the range stays open until one
+# is (then set its upper bound here).
+BROKEN_RESUME: tuple[tuple[int, int | None], ...] = ((11_002_000, None),)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeLimits:
+    """How patiently a split VM is resumed: backoff between tries, then a person."""
+
+    first_delay_seconds: float = 2.0
+    max_delay_seconds: float = 30.0
+    # A host gone this long is not coming back by itself (a reboot, a dead
+    # machine): the status says so and leaves it to a person.
+    give_up_after_seconds: float = 1800.0
+
+
+def blocker(*, policy: ResumePolicy, target: HostVersions) -> str | None:
+    """Why the engine must not try a resume into ``target``, or None if it may."""
+    if policy is ResumePolicy.NEVER:
+        return "automatic post-copy resume is turned off (VMMIGRATION_POSTCOPY_RESUME=never)"
+    if policy is ResumePolicy.ALWAYS:
+        return None
+    for low, high in BROKEN_RESUME:
+        if target.libvirt >= low and (high is None or target.libvirt < high):
+            return (f"libvirt {format_version(target.libvirt)} on the target crashes on a "
+                    "post-copy resume (its daemon dereferences a NULL descriptor while "
+                    "preparing it), so the operator does not try one")
+    return None
+
+
+def delay(*, attempt: int, limits: ResumeLimits) -> float:
+    """Seconds to wait after failed try number ``attempt`` (1, 2, …): doubling, capped."""
+    return min(limits.max_delay_seconds, limits.first_delay_seconds * 2.0 ** max(0, attempt - 1))
+
+
+def give_up(*, waited_seconds: float, limits: ResumeLimits) -> bool:
+    return waited_seconds >= limits.give_up_after_seconds
+
+
+def advice(*, domain: str, source: str, target: str, why: str) -> str:
+    """What a person does with a VM the operator could not resume (one status message)."""
+    return (f"{domain} is paused on both {source} and {target} after its post-copy link "
+            f"failed; {why}. Do not resume or destroy either half: the target holds the "
+            "running state and the source the memory not yet copied. Once both hosts "
+            "answer and their libvirt can resume post-copy, run `virsh migrate "
+            f"--postcopy-resume --live --p2p {domain} <target URI>` on the source; the "
+            "operator then settles it.")
