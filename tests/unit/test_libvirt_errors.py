@@ -9,6 +9,7 @@ from vmmigration.adapters.libvirt.errors import mapped
 from vmmigration.core.errors import (
     DomainNotFound,
     HostUnreachable,
+    LinkBroken,
     MigrationFailed,
     PeerUnreachable,
     VirtError,
@@ -51,6 +52,20 @@ def test_a_failed_connect_inside_a_migrate_call_is_the_source_not_reaching_its_p
     # The same error outside a migration is the operator not reaching the host.
     assert isinstance(mapped(error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC,
                                    "unable to connect to server")), HostUnreachable)
+
+
+def test_a_migration_stream_the_network_reset_is_a_broken_link() -> None:
+    text = ("operation failed: job 'migration out' failed: Unable to write to socket: "
+            "Connection reset by peer")
+    found = mapped(error(libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_FROM_QEMU, text),
+                   MigrationFailed)
+    assert isinstance(found, LinkBroken) and isinstance(found, MigrationFailed)
+    assert str(found) == f"the migration link broke: {text}"
+    # A failure of the guest or of libvirt itself stays a failed migration.
+    other = mapped(error(libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_FROM_QEMU,
+                         "operation failed: job 'migration out' failed: load of device failed"),
+                   MigrationFailed)
+    assert type(other) is MigrationFailed
 
 
 def test_a_missing_domain_is_domain_not_found() -> None:

@@ -7,7 +7,7 @@ import pytest
 from vmmigration.core.convergence import Trigger
 from vmmigration.core.errors import HostUnreachable, MigrationAborted, MigrationFailed, MigrationUnsafe
 from vmmigration.core.location import Location
-from vmmigration.core.errors import PeerUnreachable
+from vmmigration.core.errors import LinkBroken, PeerUnreachable
 from vmmigration.core.reasons import Reason, classify, hint
 
 
@@ -27,6 +27,7 @@ from vmmigration.core.reasons import Reason, classify, hint
                  id="our-abort-wins-over-the-error-it-caused"),
     pytest.param(MigrationAborted("cancelled"), Trigger.LINK_STALLED, Reason.LINK_BROKEN,
                  id="a-link-that-carried-nothing-is-a-broken-link-not-a-timeout"),
+    pytest.param(LinkBroken("reset"), None, Reason.LINK_BROKEN, id="a-reset-stream-is-a-broken-link"),
     pytest.param(PeerUnreachable("no route"), None, Reason.PEER_UNREACHABLE,
                  id="the-source-could-not-reach-the-target"),
 ])

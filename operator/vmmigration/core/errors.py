@@ -40,5 +40,10 @@ class PeerUnreachable(MigrationFailed):
     though the operator reaches both: the hosts cannot see each other."""
 
 
+class LinkBroken(MigrationFailed):
+    """QEMU's migration stream failed on the network (reset, broken pipe): the link
+    between the hosts broke, not libvirt or the guest."""
+
+
 class CredentialsError(Exception):
     """A Hypervisor's credentials Secret is missing or incomplete."""

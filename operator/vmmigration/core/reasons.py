@@ -16,6 +16,7 @@ from vmmigration.core.errors import (
     CredentialsError,
     MigrationAborted,
     MigrationUnsafe,
+    LinkBroken,
     PeerUnreachable,
 )
 from vmmigration.core.location import Location
@@ -105,6 +106,8 @@ def classify(error: BaseException, trigger: Trigger | None) -> Reason:
         return Reason.TIMED_OUT
     if isinstance(error, MigrationAborted):
         return Reason.ABORTED_OUTSIDE
+    if isinstance(error, LinkBroken):
+        return Reason.LINK_BROKEN
     if isinstance(error, PeerUnreachable):
         return Reason.PEER_UNREACHABLE
     return Reason.MIGRATION_FAILED

@@ -10,6 +10,7 @@ import libvirt
 from vmmigration.core.errors import (
     DomainNotFound,
     HostUnreachable,
+    LinkBroken,
     MigrationAborted,
     MigrationFailed,
     MigrationUnsafe,
@@ -17,6 +18,10 @@ from vmmigration.core.errors import (
     PeerUnreachable,
     VirtError,
 )
+
+# How QEMU words a migration socket the network broke (libvirt passes its error-desc on).
+_STREAM_BROKEN = ("Connection reset by peer", "Broken pipe", "Connection timed out",
+                  "No route to host")
 
 _UNREACHABLE = {
     libvirt.VIR_ERR_NO_CONNECT,
@@ -47,6 +52,10 @@ def mapped(error: libvirt.libvirtError, default: type[VirtError] = VirtError) ->
         # A migrate call runs over a connection that is already open, so a
         # failed *connect* inside it is the source daemon dialling its peer.
         return PeerUnreachable(f"the source host could not reach the target: {message}")
+    if (default is MigrationFailed and "failed: Unable to" in message
+            and any(words in message for words in _STREAM_BROKEN)):
+        # "job 'migration out' failed: Unable to write to socket: Connection reset by peer"
+        return LinkBroken(f"the migration link broke: {message}")
     if (code in _UNREACHABLE or lost) and default is not MigrationFailed:
         return HostUnreachable(message)
     return default(message)
