@@ -317,10 +317,11 @@ class Engine:
         limits = self.resume_limits
         split_at = time.monotonic()
         why = f"the link failed: {error}"
-        tries = 0
+        tries = rounds = 0
         log.warning("%s is paused on both hosts after its post-copy link failed (%s); "
                     "resuming it", name, error)
         while True:
+            rounds += 1
             try:
                 versions = target.versions()
             except VirtError as unreachable:
@@ -359,7 +360,8 @@ class Engine:
             if recovery.give_up(waited_seconds=waited, limits=limits):
                 raise self._split(request, why=f"it could not be resumed in {waited:.0f} s "
                                                f"(last: {why})", last=last)
-            pause = recovery.delay(attempt=max(1, tries), limits=limits)
+            # Backs off whether the resume failed or the target did not answer.
+            pause = recovery.delay(attempt=rounds, limits=limits)
             self._report(on_update, name, last, f"post-copy paused on both hosts ({why}); "
                                                 f"next resume in {pause:.0f} s")
             if detach is not None and detach.is_set():
