@@ -30,7 +30,8 @@ def is_incoming(summary: DomainSummary | None) -> bool:
     )
 
 
-def _post_copy(summary: DomainSummary | None) -> bool:
+def in_post_copy(summary: DomainSummary | None) -> bool:
+    """Held by a post-copy migration, running or failed: one half of a split VM."""
     return summary is not None and summary.pause_reason in (
         PauseReason.POST_COPY,
         PauseReason.POST_COPY_FAILED,
@@ -39,7 +40,7 @@ def _post_copy(summary: DomainSummary | None) -> bool:
 
 def locate(*, source: DomainSummary | None, target: DomainSummary | None) -> Location:
     """Where the VM is, from each host's view of the domain (None: not defined there)."""
-    if _post_copy(source) or _post_copy(target):
+    if in_post_copy(source) or in_post_copy(target):
         return Location.SPLIT_POST_COPY
     source_active = source is not None and source.active
     target_active = target is not None and target.active

@@ -14,9 +14,9 @@ import enum
 from vmmigration.core.convergence import Trigger
 from vmmigration.core.errors import (
     CredentialsError,
+    LinkBroken,
     MigrationAborted,
     MigrationUnsafe,
-    LinkBroken,
     PeerUnreachable,
 )
 from vmmigration.core.location import Location

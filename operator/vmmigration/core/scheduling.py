@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from vmmigration.core.spec import HypervisorSpec, Selector
-from vmmigration.core.model import DomainSummary, HostReport, PauseReason
-from vmmigration.core.location import is_incoming
+from vmmigration.core.model import DomainSummary, HostReport
+from vmmigration.core.location import in_post_copy, is_incoming
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ def whereabouts(domain: str, hypervisors: Mapping[str, HypervisorView]) -> Where
             unknown.append(name)
             continue
         for found in view.report.by_name.get(domain, ()):  # a lookup, not a scan of every domain
-            if found.pause_reason in (PauseReason.POST_COPY, PauseReason.POST_COPY_FAILED):
+            if in_post_copy(found):
                 post_copy.append(name)
             if is_incoming(found):
                 incoming.append(name)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 from vmmigration.core import convergence, planner, recovery
 from vmmigration.core.errors import HostUnreachable, VirtError
-from vmmigration.core.location import Location
+from vmmigration.core.location import Location, in_post_copy
 from vmmigration.core.model import (
     EffectiveMode,
     JobProgress,
@@ -31,7 +31,6 @@ from vmmigration.core.model import (
     display_uri,
 )
 from vmmigration.core.prechecks import Finding
-from vmmigration.core.reasons import Reason
 from vmmigration.service import aftermath
 from vmmigration.service.monitor import Detached, quietly, watch_job
 from vmmigration.service import outcomes, planning
@@ -44,6 +43,7 @@ from vmmigration.service.outcomes import (
 )
 from vmmigration.service.planning import Plan, PrecheckFailed
 from vmmigration.service.ports import Connect, LibvirtHost
+from vmmigration.service.resume import Resumer
 
 __all__ = ["Detached", "Engine", "LostContact", "MigrationCancelled", "MigrationError", "MigrationTimedOut", "NoJobToAdopt",
            "PrecheckFailed", "Update"]
@@ -59,9 +59,8 @@ class Engine:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.connect = connect
         self.poll_interval_seconds = poll_interval_seconds
-        self.post_copy_resume = post_copy_resume
-        self.resume_limits = resume_limits
-        self.sleep = sleep
+        self.resumer = Resumer(connect=connect, timeout_seconds=libvirt_timeout_seconds,
+                               policy=post_copy_resume, limits=resume_limits, sleep=sleep)
         # A host silent this long fails the call: a target that hangs mid-migration
         # ends in a failure that says where the VM runs, not a migration stuck forever.
         self.libvirt_timeout_seconds = libvirt_timeout_seconds
@@ -271,7 +270,7 @@ class Engine:
                                         suspended_by_us=outcome.suspended_by_us)
             self._remove_images(created, name=name, target=target)
             raise outcomes.failure(failure[0], request, outcome.abort_trigger, source=source,
-                                target=target, last=last) from failure[0]
+                                target=target, last=last, found=found) from failure[0]
         return self._settle(request, plan, mode=mode, last=last, duration=duration,
                             source=source, target=target, on_update=on_update)
 
@@ -299,89 +298,17 @@ class Engine:
             final=final,
         )
 
-    # ---- post-copy recovery -------------------------------------------------
-
     def _resume_post_copy(self, request: MigrationRequest, plan: Plan, error: BaseException, *,
                           source: LibvirtHost, target: LibvirtHost,
                           on_update: Callable[[Update], None] | None,
                           detach: threading.Event | None, started: float,
                           last: JobProgress | None) -> MigrationResult:
-        """The post-copy link failed and the VM is paused on both hosts: resume it, with backoff.
-
-        Nothing else is safe. Aborting loses the VM; resuming either half alone
-        runs stale memory. Cancel requests wait too: there is nothing left to
-        abort. Only a host gone past the limit, or a libvirt known to crash on a
-        resume, leaves the VM to a person, with the advice in the status.
-        """
-        name = request.domain
-        limits = self.resume_limits
-        split_at = time.monotonic()
-        why = f"the link failed: {error}"
-        tries = rounds = 0
-        log.warning("%s is paused on both hosts after its post-copy link failed (%s); "
-                    "resuming it", name, error)
-        while True:
-            rounds += 1
-            try:
-                versions = target.versions()
-            except VirtError as unreachable:
-                versions = None
-                why = f"{display_uri(target.uri)} does not answer ({unreachable})"
-            if versions is not None:
-                blocked = recovery.blocker(policy=self.post_copy_resume, target=versions)
-                if blocked is not None:
-                    raise self._split(request, why=blocked, last=last)
-                tries += 1
-                self._report(on_update, name, last, f"post-copy paused on both hosts ({why}); "
-                                                    f"resuming it, try {tries}")
-                try:
-                    with self.connect(request.source_uri,
-                                      timeout_seconds=self.libvirt_timeout_seconds) as mover:
-                        mover.migrate(name, target_uri=request.target_uri,
-                                      flags=dataclasses.replace(plan.flags, live=True,
-                                                                post_copy=True,
-                                                                post_copy_resume=True),
-                                      bandwidth_mib_per_s=request.policy.bandwidth_mib_per_s,
-                                      parallel_connections=request.policy.parallel_connections,
-                                      migration_address=request.migration_address)
-                except VirtError as failed:
-                    why = f"the resume failed: {failed}"
-                found = aftermath.inspect(domain=name, source=source, target=target)
-                if found.location is Location.TARGET:
-                    log.info("the post-copy migration of %s resumed and completed (try %d)",
-                             name, tries)
-                    return self._settle(request, plan, mode=EffectiveMode.POST_COPY, last=last,
-                                        duration=time.monotonic() - started, source=source,
-                                        target=target, on_update=on_update)
-                if found.location is not Location.SPLIT_POST_COPY and not found.unreachable:
-                    raise outcomes.failure(error, request, None, source=source, target=target,
-                                           last=last)
-            waited = time.monotonic() - split_at
-            if recovery.give_up(waited_seconds=waited, limits=limits):
-                raise self._split(request, why=f"it could not be resumed in {waited:.0f} s "
-                                               f"(last: {why})", last=last)
-            # Backs off whether the resume failed or the target did not answer.
-            pause = recovery.delay(attempt=rounds, limits=limits)
-            self._report(on_update, name, last, f"post-copy paused on both hosts ({why}); "
-                                                f"next resume in {pause:.0f} s")
-            if detach is not None and detach.is_set():
-                raise Detached(f"left the split post-copy of {name} for the next operator")
-            self.sleep(pause)
-
-    @staticmethod
-    def _report(on_update: Callable[[Update], None] | None, name: str,
-                last: JobProgress | None, text: str) -> None:
-        if on_update is not None:
-            on_update(Update(domain=name, mode=EffectiveMode.POST_COPY, progress=last,
-                             percent=convergence.percent_done(last) if last else 0.0,
-                             eta_seconds=None, waiting_for_link=text))
-
-    @staticmethod
-    def _split(request: MigrationRequest, *, why: str, last: JobProgress | None) -> MigrationError:
-        return MigrationError(
-            recovery.advice(domain=request.domain, source=display_uri(request.source_uri),
-                            target=display_uri(request.target_uri), why=why),
-            location=Location.SPLIT_POST_COPY, last=last, reason=Reason.LOCATION_SPLIT)
+        """The post-copy link failed, the VM paused on both hosts: resume it (service.resume)."""
+        self.resumer.resume(request, flags=plan.flags, error=error, source=source, target=target,
+                            on_update=on_update, detach=detach, last=last)
+        return self._settle(request, plan, mode=EffectiveMode.POST_COPY, last=last,
+                            duration=time.monotonic() - started, source=source, target=target,
+                            on_update=on_update)
 
     # ---- helpers ----------------------------------------------------------
 
@@ -421,7 +348,7 @@ class Engine:
         if (
             now is not None
             and now.state is PowerState.PAUSED
-            and now.pause_reason not in (PauseReason.POST_COPY, PauseReason.POST_COPY_FAILED)
+            and not in_post_copy(now)
             and (suspended_by_us or was_running)
             and not target_runs
         ):
@@ -433,8 +360,6 @@ class Engine:
         if plan.domain.state is not PowerState.RUNNING:
             return
         now = target.find(plan.domain.name)
-        if now is not None and now.state is PowerState.PAUSED and now.pause_reason not in (
-            PauseReason.POST_COPY, PauseReason.POST_COPY_FAILED
-        ):
+        if now is not None and now.state is PowerState.PAUSED and not in_post_copy(now):
             log.warning("%s arrived paused on the target; resuming it", plan.domain.name)
             quietly(lambda: target.resume(plan.domain.name))

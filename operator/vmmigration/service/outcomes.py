@@ -58,8 +58,11 @@ def failure(
     source: LibvirtHost,
     target: LibvirtHost,
     last: JobProgress | None,
+    found: aftermath.Aftermath | None = None,
 ) -> MigrationError:
-    found = aftermath.inspect(domain=request.domain, source=source, target=target)
+    """``found``: the hosts as already read after the failure, if the caller has them."""
+    if found is None:
+        found = aftermath.inspect(domain=request.domain, source=source, target=target)
     if display_uri(request.source_uri) in found.unreachable:
         raise LostContact(found, error)
     where = found.location
