@@ -6,6 +6,7 @@ import pytest
 
 from vmmigration.core.convergence import (
     Decision,
+    Expectation,
     Trigger,
     Verdict,
     Watch,
@@ -16,7 +17,7 @@ from vmmigration.core.convergence import (
     observe,
     percent_done,
 )
-from vmmigration.core.model import GIB, MIB, JobProgress, OnTimeout, Policy
+from vmmigration.core.model import GIB, MIB, Escalation, JobProgress, OnTimeout, Policy
 
 
 def sample(elapsed: float, remaining: int, total: int = 128 * MIB, **extra: int) -> JobProgress:
@@ -178,3 +179,71 @@ def test_a_post_copy_whose_link_stalls_waits_for_it_and_is_never_aborted() -> No
 
 def test_a_job_still_setting_up_is_never_called_stalled() -> None:
     assert not link_stalled(watch=Watch(), progress=JobProgress(elapsed_seconds=60.0))
+
+
+# ---- escalation at the forecast moment ---------------------------------------------------
+
+BUSY_HYBRID = Policy(on_timeout=OnTimeout.SUSPEND)  # timeouts far away: only the forecast acts
+MEASURED_BUSY = Expectation(dirty_rate_bytes_per_s=48 * MIB, hot_set_bytes=48 * MIB)
+
+
+def busy(elapsed: float, remaining: int, *, iteration: int = 1, dirty: int = 0,
+         processed: int = 80 * MIB) -> JobProgress:
+    return JobProgress(elapsed_seconds=elapsed, data_total=128 * MIB, data_remaining=remaining,
+                       data_processed=processed, transfer_rate_bytes_per_s=8 * MIB,
+                       dirty_rate_bytes_per_s=dirty, iteration=iteration)
+
+
+@pytest.mark.parametrize(("policy", "expectation", "progress", "expected"), [
+    pytest.param(BUSY_HYBRID, MEASURED_BUSY, busy(5, 40 * MIB), (Decision.CONTINUE, Trigger.FORECAST),
+                 id="measured-busy-guest-waits-for-the-end-of-its-first-pass"),
+    pytest.param(BUSY_HYBRID, MEASURED_BUSY, busy(9.5, 4 * MIB), (Decision.SUSPEND_SOURCE, Trigger.FORECAST),
+                 id="measured-busy-guest-suspended-at-the-end-of-its-first-pass"),
+    pytest.param(BUSY_HYBRID, None, busy(9.5, 4 * MIB), (Decision.CONTINUE, Trigger.NONE),
+                 id="unmeasured-guest-first-pass-tells-nothing"),
+    pytest.param(BUSY_HYBRID, None, busy(16, 4 * MIB, iteration=2, dirty=48 * MIB),
+                 (Decision.SUSPEND_SOURCE, Trigger.FORECAST), id="unmeasured-guest-judged-by-qemus-own-rate"),
+    pytest.param(BUSY_HYBRID, Expectation(dirty_rate_bytes_per_s=2 * MIB), busy(9.5, 4 * MIB),
+                 (Decision.CONTINUE, Trigger.NONE), id="slow-writer-converges"),
+    pytest.param(BUSY_HYBRID, Expectation(dirty_rate_bytes_per_s=48 * MIB, hot_set_bytes=2 * MIB),
+                 busy(9.5, 4 * MIB), (Decision.CONTINUE, Trigger.NONE), id="small-hot-set-fits-the-switch"),
+    pytest.param(Policy(on_timeout=OnTimeout.POST_COPY), MEASURED_BUSY, busy(5, 40 * MIB),
+                 (Decision.START_POST_COPY, Trigger.FORECAST), id="post-copy-does-not-wait-for-the-pass"),
+    pytest.param(Policy(), MEASURED_BUSY, busy(5, 40 * MIB), (Decision.CONTINUE, Trigger.NONE),
+                 id="never-aborted-on-a-sampled-estimate"),
+    pytest.param(Policy(), None, busy(16, 40 * MIB, iteration=2, dirty=48 * MIB),
+                 (Decision.ABORT, Trigger.FORECAST), id="aborted-once-qemu-confirms"),
+    pytest.param(dataclasses.replace(BUSY_HYBRID, escalation=Escalation.TIMEOUT), MEASURED_BUSY,
+                 busy(9.5, 4 * MIB), (Decision.CONTINUE, Trigger.NONE), id="timeouts-only-when-asked"),
+    pytest.param(Policy(on_timeout=OnTimeout.POST_COPY), Expectation(post_copy_at_start=True),
+                 busy(0.5, 120 * MIB, processed=MIB), (Decision.START_POST_COPY, Trigger.PLANNED),
+                 id="planned-post-copy-switches-as-the-job-runs"),
+])
+def test_a_live_move_that_cannot_converge_is_escalated_at_the_forecast_moment(
+        policy: Policy, expectation: Expectation | None, progress: JobProgress,
+        expected: tuple[Decision, Trigger]) -> None:
+    watch = observe(Watch(), progress)
+    verdict = decide(policy=policy, watch=watch, progress=progress, expectation=expectation)
+    assert (verdict.decision, verdict.trigger) == expected
+
+
+def test_the_first_pass_is_remembered_as_the_memory_in_use() -> None:
+    watch = observe(Watch(), busy(9, 2 * MIB, processed=100 * MIB))
+    watch = observe(watch, busy(10, 48 * MIB, iteration=2, processed=101 * MIB))
+    assert watch.first_pass_bytes == 101 * MIB and watch.pass_bytes == 48 * MIB
+
+
+def test_progress_never_goes_back_at_a_new_pass() -> None:
+    # The demo's busy guest, as watched: 98 → 69 → 89 → 96 → 67 % by remaining/total.
+    shown = []
+    watch = Watch()
+    for remaining, processed in ((3, 90), (40, 95), (14, 120), (5, 130), (42, 135), (1, 170)):
+        progress = busy(1, remaining * MIB, processed=processed * MIB)
+        for expected in (None, 144 * MIB):
+            percent = percent_done(progress, expected_bytes=expected, floor=watch.percent)
+            if expected:
+                shown.append(percent)
+        watch = dataclasses.replace(watch, percent=percent)
+    assert shown == sorted(shown) and shown[-1] > 99
+    # With the plan's bytes the figure is the share of the whole move, not of a pass.
+    assert percent_done(busy(1, 40 * MIB, processed=72 * MIB), expected_bytes=144 * MIB) == pytest.approx(50.0)

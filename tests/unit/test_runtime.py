@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+
+from vmmigration.core import plans
+from vmmigration.core.model import MIB
+from vmmigration.core.plans import IN_USE_MEMORY, LINK_UNKNOWN, InUse, LinkRate, Measured, MovePlan
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,14 +79,17 @@ class FakeEngine(Engine):
         self.refuse = refuse
         self.phase_at_start: list[str] = []
 
-    def check(self, request: MigrationRequest) -> Mode:
+    def check(self, request: MigrationRequest) -> MovePlan:
         if self.refuse:
             raise PrecheckFailed([Finding(self.refuse, f"{self.refuse} on the target")])
-        return Mode.LIVE
+        measured = Measured(memory_bytes=MIB << 7, in_use=InUse(bytes=MIB << 7, source=IN_USE_MEMORY),
+                            link=LinkRate(bytes_per_s=None, source=LINK_UNKNOWN), dirty=None)
+        return plans.make(requested=request.mode, policy=request.policy, measured=measured)
 
     def migrate(self, request: MigrationRequest, *, on_update: Callable[..., None] | None = None,
                 cancel: threading.Event | None = None,
-                detach: threading.Event | None = None) -> MigrationResult:
+                detach: threading.Event | None = None,
+                planned: MovePlan | None = None) -> MigrationResult:
         self.phase_at_start.append(self.kube.phases()[-1])
         source = next(h for h, uri in URIS.items() if uri == request.source_uri)
         target = next(h for h, uri in URIS.items() if uri == request.target_uri)

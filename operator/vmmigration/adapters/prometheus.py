@@ -30,6 +30,9 @@ __all__ = ["ABORTED", "FAILED", "SUCCEEDED", "Metrics", "serve"]
 DURATION_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
+# Actual ÷ forecast: 1 is a perfect forecast; ±25 % is the bench's target.
+FORECAST_ERROR_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2, 4)
+
 # libvirt operations whose errors are counted (the ``operation`` label).
 OPERATIONS = ("probe", "check", "migrate", "adopt")
 
@@ -51,6 +54,10 @@ class Metrics:
             "vmmigration_migration_downtime_seconds",
             "How long the guest was paused at switch-over, as libvirt measured it on the target.",
             ["mode"], buckets=DOWNTIME_BUCKETS, registry=r)
+        self.forecast_error = Histogram(
+            "vmmigration_forecast_error_ratio",
+            "Actual over forecast duration and downtime of migrations that succeeded "
+            "(1 is exact), by quantity.", ["quantity"], buckets=FORECAST_ERROR_BUCKETS, registry=r)
         self.transferred = Counter(
             "vmmigration_migration_transferred_bytes",
             "Bytes that migrations sent over the wire (memory and copied disks).", registry=r)
@@ -149,6 +156,10 @@ class Metrics:
             self.transferred.inc(transferred_bytes)
         self.set_failed(key, failed=result == FAILED)
         self.left(key)
+
+    def forecast_checked(self, *, quantity: str, ratio: float) -> None:
+        """How far a forecast was from what happened (``quantity``: duration or downtime)."""
+        self.forecast_error.labels(quantity=quantity).observe(ratio)
 
     def left(self, key: str) -> None:
         """The migration is no longer watched here (ended, or handed to another replica)."""

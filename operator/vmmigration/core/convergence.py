@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from vmmigration.core.model import GIB, JobProgress, OnTimeout, Policy
+from vmmigration.core.model import GIB, Escalation, JobProgress, OnTimeout, Policy
 
 
 class Decision(str, enum.Enum):
@@ -27,6 +27,22 @@ class Trigger(str, enum.Enum):
     HARD_TIMEOUT = "HardTimeout"
     REQUESTED = "Requested"  # someone asked for an abort
     LINK_STALLED = "LinkStalled"  # not one byte crossed the link for a while
+    FORECAST = "Forecast"  # the measured rates show the pre-copy cannot converge
+    PLANNED = "Planned"  # the plan switches to post-copy as soon as the job runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Expectation:
+    """What the plan measured and forecast before the move, for the monitor to act on."""
+
+    # The guest's dirty rate and hot set measured before the move (None: not measured).
+    dirty_rate_bytes_per_s: float | None = None
+    hot_set_bytes: int | None = None
+    # Everything the move should send, for a progress figure that never goes back.
+    expected_bytes: int | None = None
+    post_copy_at_start: bool = False
+    # QEMU's switchover limit: the leftover that fits is link rate × this.
+    max_downtime_seconds: float = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +56,12 @@ class Watch:
     # The most bytes the job has sent, and when that figure last grew.
     processed: int = 0
     processed_at_seconds: float | None = None
+    # The pass in progress and the most bytes it had left (its size, once it began).
+    iteration: int = 0
+    pass_bytes: int = 0
+    percent: float = 0.0  # the progress shown so far, which never goes back
+    # What the first pass sent (pages that hold data): the guest's memory in use.
+    first_pass_bytes: int | None = None
 
 
 # A job that sends nothing for this long has lost its link. Even a link
@@ -79,6 +101,12 @@ def observe(watch: Watch, progress: JobProgress) -> Watch:
     if progress.data_processed > watch.processed or watch.processed_at_seconds is None:
         watch = dataclasses.replace(watch, processed=progress.data_processed,
                                     processed_at_seconds=progress.elapsed_seconds)
+    if progress.iteration != watch.iteration:
+        if progress.iteration >= 2 and watch.first_pass_bytes is None and watch.iteration == 1:
+            watch = dataclasses.replace(watch, first_pass_bytes=progress.data_processed)
+        watch = dataclasses.replace(watch, iteration=progress.iteration, pass_bytes=remaining)
+    elif remaining > watch.pass_bytes:
+        watch = dataclasses.replace(watch, pass_bytes=remaining)
     if watch.best_remaining is None or remaining < watch.best_remaining:
         return dataclasses.replace(
             watch, best_remaining=remaining, best_at_seconds=progress.elapsed_seconds
@@ -119,9 +147,41 @@ _ESCALATION = {
 }
 
 
+def cannot_converge(*, watch: Watch, progress: JobProgress, expectation: Expectation,
+                    confirmed_only: bool = False) -> bool:
+    """Whether the pre-copy will never fit its leftover into the switchover limit.
+
+    The guest dirties ``min(hot set, dirty rate × pass time)`` while a pass
+    runs, and the next pass sends that again. When the dirty rate keeps up
+    with the link, no pass leaves less than the one before, so a leftover
+    that does not fit now never will. The dirty rate is QEMU's own, measured
+    over the last pass, from the second pass on; before that, the plan's.
+    ``confirmed_only`` ignores the plan's figure (an abort is never taken on
+    a sampled estimate alone).
+    """
+    link = progress.transfer_rate_bytes_per_s
+    if link <= 0 or progress.data_total == 0 or watch.in_post_copy:
+        return False
+    if progress.iteration >= 2 and progress.dirty_rate_bytes_per_s > 0:
+        dirty: float = progress.dirty_rate_bytes_per_s
+    elif expectation.dirty_rate_bytes_per_s is not None and not confirmed_only:
+        dirty = expectation.dirty_rate_bytes_per_s
+    else:
+        return False
+    if dirty < link * 0.95:
+        return False
+    pass_seconds = max(watch.pass_bytes, progress.data_remaining) / link
+    if progress.iteration <= 1:
+        pass_seconds = (progress.data_processed + progress.data_remaining) / link
+    leftover = dirty * pass_seconds
+    if expectation.hot_set_bytes is not None and progress.iteration <= 1:
+        leftover = min(leftover, expectation.hot_set_bytes)
+    return leftover > link * expectation.max_downtime_seconds
+
+
 def decide(
     *, policy: Policy, watch: Watch, progress: JobProgress, abort_requested: bool = False,
-    stall_seconds: float = LINK_STALL_SECONDS,
+    stall_seconds: float = LINK_STALL_SECONDS, expectation: Expectation | None = None,
 ) -> Verdict:
     """The next step for a migration in flight.
 
@@ -139,6 +199,15 @@ def decide(
     if abort_requested:
         return Verdict(Decision.ABORT, Trigger.REQUESTED)
     why = trigger(policy=policy, watch=watch, progress=progress, stall_seconds=stall_seconds)
+    if (why is Trigger.NONE and expectation is not None and not watch.escalated
+            and expectation.post_copy_at_start and progress.data_total > 0
+            and policy.on_timeout is OnTimeout.POST_COPY):
+        return Verdict(Decision.START_POST_COPY, Trigger.PLANNED)
+    if (why is Trigger.NONE and not watch.escalated and policy.escalation is Escalation.FORECAST
+            and not policy.auto_converge
+            and cannot_converge(watch=watch, progress=progress, expectation=expectation or Expectation(),
+                                confirmed_only=policy.on_timeout is OnTimeout.ABORT)):
+        why = Trigger.FORECAST
     if why is Trigger.NONE:
         return Verdict(Decision.CONTINUE, why)
     if why in (Trigger.HARD_TIMEOUT, Trigger.LINK_STALLED):
@@ -170,22 +239,34 @@ def good_moment_to_suspend(*, watch: Watch, progress: JobProgress, policy: Polic
         return True
     if progress.data_remaining <= progress.transfer_rate_bytes_per_s * SUSPEND_WINDOW_SECONDS:
         return True
+    if why is Trigger.FORECAST:
+        return False  # the forecast moment is the end of a pass; passes end
     if why is Trigger.STALLED:
         waited = progress.elapsed_seconds - watch.best_at_seconds - policy.progress_timeout_seconds
         return waited > policy.progress_timeout_seconds
     return True
 
 
-def percent_done(progress: JobProgress) -> float:
-    """Share of the work done, 0–100, never moving past 99.9 before the job ends.
+def percent_done(progress: JobProgress, *, expected_bytes: int | None = None,
+                 floor: float = 0.0) -> float:
+    """Share of the work done, 0–100, never below ``floor`` nor past 99.9 before the job ends.
 
-    libvirt's data_total grows as pages are dirtied again, so processed/total
-    alone can go backwards; remaining against total is what a user expects.
+    Within a pass, remaining bytes fall; at the next pass they jump back to
+    what was dirtied meanwhile, so "remaining against total" falls at every
+    new pass of a busy guest (98 → 69 → 89 %), which reads as a move going
+    backwards. With the plan's forecast of every byte the move sends, progress
+    is the share of that sent so far (grown when the job shows more left than
+    forecast); without one it is the share of the current pass, held at its
+    best so far.
     """
     if progress.data_total <= 0:
-        return 0.0
-    done = 100.0 * (progress.data_total - progress.data_remaining) / progress.data_total
-    return max(0.0, min(99.9, done))
+        return floor
+    if expected_bytes:
+        total = max(expected_bytes, progress.data_processed + progress.data_remaining)
+        done = 100.0 * progress.data_processed / total
+    else:
+        done = 100.0 * (progress.data_total - progress.data_remaining) / progress.data_total
+    return max(floor, min(99.9, max(0.0, done)))
 
 
 def eta_seconds(progress: JobProgress, *, guest_paused: bool = False) -> float | None:

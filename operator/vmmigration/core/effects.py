@@ -18,6 +18,8 @@ from vmmigration.core import reconcile
 from vmmigration.core.location import Aftermath, Location
 from vmmigration.core.memory import Condition, Memory, timestamp
 from vmmigration.core.model import EffectiveMode, MigrationResult, Update, display_uri
+from vmmigration.core.forecast import Strategy
+from vmmigration.core.plans import MovePlan
 from vmmigration.core.reasons import Reason, for_location
 from vmmigration.core.scheduling import HypervisorView
 from vmmigration.core.spec import Desired, Phase
@@ -70,6 +72,9 @@ class Start:
     target: str
     attempts: int
     adopt: bool = False
+    plan: MovePlan | None = None  # the plan made at the pre-checks (None when adopting)
+    generation: int = 0  # the spec generation the plan was made for
+    strategy: Strategy | None = None  # adopting: the strategy the stored plan chose
 
 
 Command = LookAgain | Validate | Start
@@ -156,7 +161,8 @@ def plan(action: reconcile.Action, *, desired: Desired, memory: Memory,
                     "Progressing", True, Reason.RECOVERING, "waiting for both Hypervisors to be known"),))
             # After a restart: settle the attempt the status remembers, never start another.
             return Effects(phase=None, command=Start(source=source, target=target,
-                                                      attempts=memory.attempts, adopt=True))
+                                                      attempts=memory.attempts, adopt=True,
+                                                      strategy=memory.strategy))
     raise AssertionError(f"unhandled action {action!r}")
 
 
@@ -189,13 +195,18 @@ def invalid_spec(message: str) -> Effects:
 
 # ---- outcomes ------------------------------------------------------------------
 
-def checked(*, domain: str, source: str, target: str, attempts: int, now: float) -> Effects:
-    """The pre-checks passed: record the attempt, then start (never the other way round).
+def checked(*, domain: str, source: str, target: str, attempts: int, now: float,
+            plan: MovePlan | None = None, generation: int = 0) -> Effects:
+    """The pre-checks passed: record the attempt and the plan, then start (never the other way round).
 
     Written before libvirt is asked, so a restart finds the attempt and
-    inspects libvirt instead of starting a second migration.
+    inspects libvirt instead of starting a second migration, and a user sees
+    the plan before anything moves.
     """
     message = f"migrating {domain} from {source} to {target}"
+    if plan is not None and plan.strategy is not None:
+        message += f" ({plan.strategy.value})"
+    planned = (Event("Normal", "Planned", plan.summary()[:MESSAGE_LIMIT]),) if plan else ()
     return Effects(
         phase=Phase.MIGRATING,
         conditions=(condition("Progressing", True, Reason.MIGRATING, message),
@@ -204,9 +215,33 @@ def checked(*, domain: str, source: str, target: str, attempts: int, now: float)
                 "attempt": {"source": source, "target": target, "startTime": timestamp(now)},
                 "startTime": timestamp(now), "completionTime": None, "attempts": attempts,
                 "progress": {"percent": 0.0}, "progressText": "0%", "downtimeMs": None,
-                "durationSeconds": None, "nextAttemptTime": None, "effectiveMode": None},
-        events=(Event("Normal", "MigrationStarted", message),),
-        command=Start(source=source, target=target, attempts=attempts))
+                "durationSeconds": None, "nextAttemptTime": None, "effectiveMode": None,
+                "plan": plan.as_fields(generation=generation) if plan else None},
+        events=(*planned, Event("Normal", "MigrationStarted", message)),
+        command=Start(source=source, target=target, attempts=attempts, plan=plan,
+                      generation=generation))
+
+
+def dry_run(*, domain: str, source: str, target: str, plan: MovePlan, generation: int) -> Effects:
+    """spec.dryRun: the plan is shown and nothing moves, until dryRun is cleared."""
+    message = f"dry run: {domain} would move from {source} to {target}: {plan.summary()}"
+    return Effects(
+        phase=Phase.PENDING, idle=True,
+        conditions=(condition("Ready", False, Reason.DRY_RUN, message),),
+        fields={"sourceHypervisor": source, "targetHypervisor": target, "currentHypervisor": source,
+                "plan": plan.as_fields(generation=generation)},
+        events=(Event("Normal", "Planned", message[:MESSAGE_LIMIT]),))
+
+
+def over_budget(*, source: str, target: str, attempts: int, plan: MovePlan, generation: int,
+                now: float, retry: Retry) -> Effects:
+    """No allowed strategy fits the downtime budget: Blocked with the numbers, retried later
+    (a guest's dirty rate changes)."""
+    effects = failed(source=source, target=target, attempts=attempts - 1,
+                     reason=Reason.DOWNTIME_BUDGET, message=plan.why, current=source, now=now,
+                     retry=retry, blocked=True)
+    return dataclasses.replace(effects, fields={**effects.fields,
+                                                "plan": plan.as_fields(generation=generation)})
 
 
 def refused(*, selector: bool, source: str, target: str, attempts: int, reason: str,
@@ -260,10 +295,20 @@ def cancelled(*, source: str, target: str, location: Location, message: str, now
 
 
 def succeeded(*, domain: str, source: str, target: str, result: MigrationResult,
-              now: float) -> Effects:
+              now: float, plan: MovePlan | None = None, generation: int = 0) -> Effects:
     downtime = f", downtime {result.downtime_ms} ms" if result.downtime_ms is not None else ""
     message = (f"domain {domain} moved to {target} ({result.mode.value}) in "
                f"{result.duration_seconds:.1f} s{downtime}")
+    extra: dict[str, Any] = {}
+    chosen = plan.chosen if plan else None
+    if plan is not None and chosen is not None and chosen.duration_seconds is not None:
+        message += (f"; forecast {chosen.duration_seconds:.1f} s, "
+                    f"{(chosen.downtime_seconds or 0) * 1000:.0f} ms")
+        actual = {"durationSeconds": round(result.duration_seconds, 3),
+                  "effectiveMode": result.mode.value}
+        if result.downtime_ms is not None:
+            actual["downtimeMs"] = result.downtime_ms
+        extra["plan"] = {**plan.as_fields(generation=generation), "actual": actual}
     return Effects(
         phase=Phase.PLACED, failed=False, drifted=False, reprobe=(source, target),
         conditions=(condition("Ready", True, Reason.PLACED, message),),
@@ -273,7 +318,7 @@ def succeeded(*, domain: str, source: str, target: str, result: MigrationResult,
                 "downtimeMs": result.downtime_ms,
                 "durationSeconds": round(result.duration_seconds, 3),
                 "progress": progress(result.final, percent=100.0, eta_seconds=0.0),
-                "progressText": "100%", "nextAttemptTime": None})
+                "progressText": "100%", "nextAttemptTime": None, **extra})
 
 
 def found_after_restart(found: Aftermath) -> MigrationResult | None:

@@ -16,6 +16,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from vmmigration.core.forecast import Strategy
 from vmmigration.core.spec import Phase
 
 
@@ -93,6 +94,9 @@ class Memory:
     # The True conditions a later pass keeps while it only waits.
     blocked: Condition | None = None
     drifted: Condition | None = None
+    # The stored plan: the strategy a job in flight runs, and the generation planned for.
+    strategy: Strategy | None = None
+    plan_generation: int | None = None
 
     @property
     def was_drifted(self) -> bool:
@@ -122,6 +126,8 @@ class Memory:
             and attempts >= 0 else 0,
             blocked=true.get("Blocked"),
             drifted=true.get("Drifted"),
+            strategy=_strategy(stored.get("plan")),
+            plan_generation=_generation(stored.get("plan")),
         )
 
     def as_fields(self) -> dict[str, Any]:
@@ -135,6 +141,18 @@ class Memory:
             "attempts": self.attempts,
             "conditions": [c.as_fields() for c in (self.blocked, self.drifted) if c is not None],
         }
+
+
+def _strategy(plan: Any) -> Strategy | None:
+    try:
+        return Strategy(plan.get("strategy")) if isinstance(plan, Mapping) else None
+    except ValueError:
+        return None
+
+
+def _generation(plan: Any) -> int | None:
+    value = plan.get("observedGeneration") if isinstance(plan, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _text(value: Any) -> str | None:

@@ -41,6 +41,22 @@ class OnTimeout(str, enum.Enum):
     POST_COPY = "PostCopy"
 
 
+class Escalation(str, enum.Enum):
+    """When a live migration that cannot converge is escalated by ``onTimeout``."""
+
+    # As soon as the measured rates show it cannot converge (at the end of the
+    # current pass), with the timeouts as the safety net.
+    FORECAST = "Forecast"
+    TIMEOUT = "Timeout"  # only when a timeout fires, as before forecasts existed
+
+
+class OverBudget(str, enum.Enum):
+    """What Auto does when no allowed strategy fits the downtime budget."""
+
+    BLOCK = "Block"
+    LEAST_DOWNTIME = "LeastDowntime"
+
+
 class Storage(str, enum.Enum):
     SHARED = "Shared"
     COPY_ALL = "CopyAll"
@@ -85,6 +101,8 @@ class Policy:
     # Shared storage that libvirt cannot recognise as shared (a local directory
     # both hosts mount) needs this to pass libvirt's data-safety check.
     allow_unsafe: bool = False
+    escalation: Escalation = Escalation.FORECAST
+    over_downtime_budget: OverBudget = OverBudget.BLOCK
 
     def __post_init__(self) -> None:
         for name in (

@@ -37,6 +37,8 @@ class Reason(str, enum.Enum):
     INVENTORY_INCOMPLETE = "InventoryIncomplete"
     BACKOFF = "Backoff"
     INVALID_SPEC = "InvalidSpec"
+    DOWNTIME_BUDGET = "DowntimeBudget"  # no allowed strategy fits policy.maxDowntimeMs
+    DRY_RUN = "DryRun"  # spec.dryRun: planned, and nothing moves
     # Where a VMMigration is on its way.
     AS_EXPECTED = "AsExpected"
     QUEUED = "Queued"
@@ -44,6 +46,7 @@ class Reason(str, enum.Enum):
     VALIDATING = "Validating"
     MIGRATING = "Migrating"
     RECOVERING = "Recovering"
+    REPLANNED = "Replanned"  # the move in flight was cancelled: it is no longer wanted
     PLACED = "Placed"
     DRIFTED = "Drifted"
     NOT_ON_TARGET = "NotOnTarget"

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from vmmigration.core.model import Mode, OnTimeout, Persistence, Policy, Storage
+from vmmigration.core.model import Escalation, Mode, OnTimeout, OverBudget, Persistence, Policy, Storage
 
 # Used with fullmatch: with match, "$" also matches before a trailing newline.
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
@@ -99,6 +99,7 @@ class Desired:
     placement: PlacementMode = PlacementMode.CONTINUOUS
     drift_action: DriftAction = DriftAction.CORRECT
     abort: bool = False
+    dry_run: bool = False  # plan only: show the plan in status, move nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +269,11 @@ def parse_policy(raw: Any) -> Policy:
                                default=base.peer_to_peer),
             allow_unsafe=_flag(body.get("allowUnsafe"), field="policy.allowUnsafe",
                                default=base.allow_unsafe),
+            escalation=_enum(Escalation, body.get("escalation"), field="policy.escalation",
+                             default=base.escalation),
+            over_downtime_budget=_enum(OverBudget, body.get("overDowntimeBudget"),
+                                       field="policy.overDowntimeBudget",
+                                       default=base.over_downtime_budget),
         )
     except ValueError as error:
         if isinstance(error, SpecError):
@@ -314,6 +320,7 @@ def parse_vmmigration(spec: Any) -> Desired:
         drift_action=_enum(DriftAction, body.get("driftAction"), field="driftAction",
                            default=DriftAction.CORRECT),
         abort=_flag(body.get("abort"), field="abort", default=False),
+        dry_run=_flag(body.get("dryRun"), field="dryRun", default=False),
     )
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vmmigration.core import effects as fx
+from vmmigration.core import plans
+from vmmigration.core import strategy as strategies
 from vmmigration.core.config import Settings
 from vmmigration.core.errors import VirtError
-from vmmigration.core.model import MigrationRequest, MigrationResult, Update
+from vmmigration.core.model import MigrationRequest, MigrationResult, Mode, Update
 from vmmigration.core.reasons import Reason, classify_check
 from vmmigration.core.spec import Desired
 from vmmigration.service.engine import (
@@ -72,11 +75,11 @@ class Driver:
             migration_address=self.fleet.hypervisors[target].spec.migration_address,
         )
 
-    async def validate(self, command: fx.Validate, *, desired: Desired) -> fx.Effects:
+    async def validate(self, command: fx.Validate, *, desired: Desired, generation: int = 0) -> fx.Effects:
         source, target, attempts = command.source, command.target, command.attempts
         try:
             request = await self.request(desired, source=source, target=target)
-            await asyncio.to_thread(self.engine.check, request)
+            plan = await asyncio.to_thread(self.engine.check, request)
         except PrecheckFailed as refused:
             return fx.refused(selector=desired.selector is not None, source=source, target=target,
                               attempts=attempts, reason=refused.findings[0].reason,
@@ -89,8 +92,14 @@ class Driver:
                              reason=classify_check(error),
                              message=str(error)[:300], current=source, now=self.clock(),
                              retry=self.retry)
+        if desired.dry_run:
+            return fx.dry_run(domain=desired.domain, source=source, target=target, plan=plan,
+                              generation=generation)
+        if plan.strategy is None:
+            return fx.over_budget(source=source, target=target, attempts=attempts, plan=plan,
+                                  generation=generation, now=self.clock(), retry=self.retry)
         return fx.checked(domain=desired.domain, source=source, target=target, attempts=attempts,
-                          now=self.clock())
+                          now=self.clock(), plan=plan, generation=generation)
 
     async def run(self, command: fx.Start, *, key: str, body: Any, desired: Desired,
                   stopped: Stopped, progressed: Callable[[fx.Effects], Awaitable[None]]) -> fx.Effects | None:
@@ -106,8 +115,15 @@ class Driver:
 
         try:
             request = await self.request(desired, source=source, target=target)
-            call = self.engine.adopt if command.adopt else self.engine.migrate
-            task = asyncio.ensure_future(asyncio.to_thread(call, request, on_update=on_update,
+            if command.adopt:
+                # Adopted, a job runs as its plan chose (the hybrid's suspend, …).
+                if command.strategy is not None and request.mode is Mode.AUTO:
+                    execution = strategies.execution(command.strategy, policy=request.policy)
+                    request = dataclasses.replace(request, mode=execution.mode, policy=execution.policy)
+                call = functools.partial(self.engine.adopt, request)
+            else:
+                call = functools.partial(self.engine.migrate, request, planned=command.plan)
+            task = asyncio.ensure_future(asyncio.to_thread(call, on_update=on_update,
                                                            cancel=control.cancel,
                                                            detach=control.detach))
             # A detached task ends after we stopped listening; fetch its outcome so
@@ -178,8 +194,10 @@ class Driver:
             self.fleet.limiter.running(key, running=False)
             self.metrics.left(key)
         self._ended(key, result)
+        for quantity, ratio in plans.forecast_errors(command.plan, result).items():
+            self.metrics.forecast_checked(quantity=quantity, ratio=ratio)
         return fx.succeeded(domain=desired.domain, source=source, target=target, result=result,
-                            now=self.clock())
+                            now=self.clock(), plan=command.plan, generation=command.generation)
 
     def cancel(self, key: str) -> None:
         control = self.controls.get(key)

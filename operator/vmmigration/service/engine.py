@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from vmmigration.core import convergence, planner, recovery
+from vmmigration.core.convergence import Expectation
+from vmmigration.core.plans import MovePlan
 from vmmigration.core.errors import HostUnreachable, VirtError
 from vmmigration.core.location import Location, in_post_copy
 from vmmigration.core.model import (
@@ -34,6 +36,8 @@ from vmmigration.core.prechecks import Finding
 from vmmigration.service import aftermath
 from vmmigration.service.monitor import Detached, quietly, watch_job
 from vmmigration.service import outcomes, planning
+from vmmigration.service.forecasting import plan_move
+from vmmigration.service.measure import Measurer
 from vmmigration.service.outcomes import (
     LostContact,
     MigrationCancelled,
@@ -56,8 +60,10 @@ class Engine:
                  libvirt_timeout_seconds: float = 30.0,
                  post_copy_resume: recovery.ResumePolicy = recovery.ResumePolicy.AUTO,
                  resume_limits: recovery.ResumeLimits = recovery.ResumeLimits(),
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 measurer: Measurer | None = None) -> None:
         self.connect = connect
+        self.measurer = measurer or Measurer()
         self.poll_interval_seconds = poll_interval_seconds
         self.resumer = Resumer(connect=connect, timeout_seconds=libvirt_timeout_seconds,
                                policy=post_copy_resume, limits=resume_limits, sleep=sleep)
@@ -96,15 +102,33 @@ class Engine:
 
     # ---- pre-checks -------------------------------------------------------
 
-    def check(self, request: MigrationRequest) -> Mode:
-        """Every pre-check, on its own, changing nothing: the mode the request resolves to.
+    def check(self, request: MigrationRequest) -> MovePlan:
+        """Every pre-check, on its own, changing nothing, then the move's plan.
 
-        The operator shows this as its Validating phase, so a refusal is
-        visible before anything moves. migrate() checks again (cheaply) in
-        case the world changed in between.
+        The operator shows this as its Validating phase, so a refusal and the
+        plan are visible before anything moves. migrate() checks again
+        (cheaply) in case the world changed in between.
         """
         with self._connected(request) as (source, target):
-            return planning.plan(request, source=source, target=target).mode
+            plan = planning.plan(request, source=source, target=target)
+            return plan_move(request, source=source, domain=plan.domain, measurer=self.measurer)
+
+    def _resolved(self, request: MigrationRequest, plan: Plan,
+                  planned: MovePlan) -> tuple[MigrationRequest, Plan]:
+        """The request and libvirt plan as the chosen strategy runs them."""
+        if planned.strategy is None:
+            raise PrecheckFailed([Finding("DowntimeBudget", planned.why)])
+        execution = planned.execution(request.policy)
+        if (execution.mode, execution.policy) == (plan.mode, request.policy):
+            return request, plan
+        resolved = dataclasses.replace(request, mode=execution.mode, policy=execution.policy)
+        try:
+            flags = planner.migration_flags(mode=execution.mode, domain=plan.domain,
+                                            policy=execution.policy, storage=request.storage,
+                                            persistence=request.persistence)
+        except planner.PlanError as error:
+            raise PrecheckFailed([Finding(error.reason, str(error))]) from error
+        return resolved, dataclasses.replace(plan, mode=execution.mode, flags=flags)
 
     # ---- the migration ----------------------------------------------------
 
@@ -115,11 +139,17 @@ class Engine:
         on_update: Callable[[Update], None] | None = None,
         cancel: threading.Event | None = None,
         detach: threading.Event | None = None,
+        planned: MovePlan | None = None,
     ) -> MigrationResult:
+        """Run the move; ``planned`` is check()'s plan (made here when not given)."""
         with self._connected(request) as (source, target):
             plan = planning.plan(request, source=source, target=target)
-            return self._run(request, plan, source=source, target=target, on_update=on_update,
-                             cancel=cancel or threading.Event(), detach=detach)
+            if planned is None:
+                planned = plan_move(request, source=source, domain=plan.domain, measurer=self.measurer)
+            resolved, plan = self._resolved(request, plan, planned)
+            return self._run(resolved, plan, source=source, target=target, on_update=on_update,
+                             cancel=cancel or threading.Event(), detach=detach,
+                             expectation=planned.expectation(request.policy))
 
     def adopt(
         self,
@@ -208,6 +238,7 @@ class Engine:
         on_update: Callable[[Update], None] | None,
         cancel: threading.Event,
         detach: threading.Event | None = None,
+        expectation: Expectation | None = None,
     ) -> MigrationResult:
         name = request.domain
         policy = request.policy
@@ -256,6 +287,7 @@ class Engine:
             cancel=cancel,
             on_update=on_update,
             detach=detach,
+            expectation=expectation,
         )
         mode, last = outcome.mode, outcome.last
         duration = time.monotonic() - started
@@ -271,8 +303,23 @@ class Engine:
             self._remove_images(created, name=name, target=target)
             raise outcomes.failure(failure[0], request, outcome.abort_trigger, source=source,
                                 target=target, last=last, found=found) from failure[0]
-        return self._settle(request, plan, mode=mode, last=last, duration=duration,
-                            source=source, target=target, on_update=on_update)
+        result = self._settle(request, plan, mode=mode, last=last, duration=duration,
+                              source=source, target=target, on_update=on_update)
+        self._learn(request, plan, result=result, first_pass_bytes=outcome.first_pass_bytes)
+        return result
+
+    def _learn(self, request: MigrationRequest, plan: Plan, *, result: MigrationResult,
+               first_pass_bytes: int | None) -> None:
+        """What the move measured, for the next plans: memory in use, the link's rate."""
+        final = result.final
+        copy = (final.elapsed_seconds if final else result.duration_seconds)
+        rate = result.bytes_transferred / copy if copy > 0 and result.bytes_transferred else None
+        if final is not None and final.transfer_rate_bytes_per_s > 0:
+            rate = float(final.transfer_rate_bytes_per_s)
+        cap = request.policy.bandwidth_mib_per_s
+        self.measurer.moved(plan.domain, source_uri=request.source_uri, target_uri=request.target_uri,
+                            first_pass_bytes=first_pass_bytes, link_bytes_per_s=rate,
+                            cap_bytes_per_s=cap * 1024 * 1024 if cap else None)
 
     def _settle(self, request: MigrationRequest, plan: Plan, *, mode: EffectiveMode,
                 last: JobProgress | None, duration: float, source: LibvirtHost, target: LibvirtHost,

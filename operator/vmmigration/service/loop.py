@@ -48,8 +48,8 @@ class StatusWriter:
         if effects.phase is None:
             return
         previous = self.previous(key, body)
-        new = status.compose(previous=previous, phase=effects.phase,
-                             generation=int(body["metadata"].get("generation") or 0), now=now,
+        new = status.compose(previous=previous, phase=effects.phase, generation=_generation(body),
+                             now=now,
                              wanted=effects.conditions, fields=effects.fields)
         patch = status.merge_patch(previous, new)
         if not patch:
@@ -113,6 +113,11 @@ class Loop:
             effects = self._plan(key=key, body=body, desired=desired,
                                  memory=Memory.from_status(self.writer.previous(key, body)),
                                  looked_again=True)
+        if (desired.dry_run and isinstance(effects.command, fx.Validate)
+                and Memory.from_status(self.writer.previous(key, body)).plan_generation
+                == _generation(body)):
+            # A dry run plans once per spec generation: the plan stands until the spec changes.
+            return True
         return await self.carry_out(effects, key=key, body=body, desired=desired, stopped=stopped)
 
     def _plan(self, *, key: str, body: Any, desired: Desired, memory: Memory,
@@ -148,7 +153,8 @@ class Loop:
                 if desired is None or not isinstance(command, (fx.Validate, fx.Start)):
                     return effects.idle
                 if isinstance(command, fx.Validate):
-                    effects = await self.driver.validate(command, desired=desired)
+                    effects = await self.driver.validate(command, desired=desired,
+                                                         generation=_generation(body))
                     continue
 
                 async def progressed(update: fx.Effects) -> None:
@@ -181,6 +187,10 @@ class Loop:
         await self.writer.write(key, body, effects, now=self.clock())
         for event in effects.events:
             self.post_event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _generation(body: Any) -> int:
+    return int(body["metadata"].get("generation") or 0)
 
 
 async def _wait_for(waker: asyncio.Event, stopped: Stopped, *, timeout: float | None) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from vmmigration.core import convergence
-from vmmigration.core.convergence import Decision, Trigger, Watch
+from vmmigration.core.convergence import Decision, Expectation, Trigger, Watch
 from vmmigration.core.errors import VirtError
 from vmmigration.core.model import EffectiveMode, JobProgress, Policy, Update
 from vmmigration.service.ports import LibvirtHost
@@ -30,6 +30,7 @@ class Outcome:
     last: JobProgress | None
     suspended_by_us: bool
     abort_trigger: Trigger | None
+    first_pass_bytes: int | None = None
 
 
 class Detached(Exception):
@@ -58,6 +59,7 @@ def watch_job(
     cancel: threading.Event,
     on_update: Callable[[Update], None] | None,
     detach: threading.Event | None = None,
+    expectation: Expectation | None = None,
 ) -> Outcome:
     """Poll the source's job until ``wait_for_end`` says it is over, escalating by policy.
 
@@ -94,7 +96,8 @@ def watch_job(
         # decide
         watch = convergence.observe(watch, sample)
         verdict = convergence.decide(
-            policy=policy, watch=watch, progress=sample, abort_requested=cancel.is_set()
+            policy=policy, watch=watch, progress=sample, abort_requested=cancel.is_set(),
+            expectation=expectation,
         )
         # act
         note = None
@@ -128,15 +131,20 @@ def watch_job(
                 note, waiting_for_link = "the link carries data again; post-copy goes on", None
         if note:
             log.info("migration of %s: %s", name, note)
+        percent = convergence.percent_done(
+            sample, expected_bytes=expectation.expected_bytes if expectation else None,
+            floor=watch.percent)
+        watch = dataclasses.replace(watch, percent=percent)
         if on_update is not None:
             paused = mode in (EffectiveMode.NON_LIVE, EffectiveMode.LIVE_SUSPENDED)
             on_update(Update(
                 domain=name,
                 mode=mode,
                 progress=progress and sample,
-                percent=convergence.percent_done(sample),
+                percent=percent,
                 eta_seconds=convergence.eta_seconds(sample, guest_paused=paused),
                 note=note,
                 waiting_for_link=waiting_for_link,
             ))
-    return Outcome(mode=mode, last=last, suspended_by_us=suspended_by_us, abort_trigger=abort_trigger)
+    return Outcome(mode=mode, last=last, suspended_by_us=suspended_by_us, abort_trigger=abort_trigger,
+                   first_pass_bytes=watch.first_pass_bytes)

@@ -1,0 +1,137 @@
+"""What a plan rests on, measured and remembered: the guest's dirty rate, its memory in use,
+and the link between two hosts.
+
+- The dirty rate is libvirt's page-sampling calculation, one period of 1 s
+  and, only when that cannot settle the plan, one of 3 s (see
+  :func:`vmmigration.core.dirtyrate.needs_longer_period`). A reading stays
+  good for :attr:`Measurer.max_age_seconds`, so a plan rarely waits for one.
+- Memory in use is what the first pass of this VM's last move sent: pages
+  that hold data. Nothing cheaper is honest: QEMU's resident set counts its
+  own translation cache, and a guest's "used" figure misses freed pages that
+  still hold data. Before a first move the guest's memory size stands in, as
+  an upper bound, and the plan says so.
+- The link is the policy's cap, else what recent moves between the two
+  hosts achieved, else unknown: the job's first seconds then measure it on
+  the real path, and the monitor acts on that.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+from vmmigration.core import dirtyrate
+from vmmigration.core.dirtyrate import DirtyRate, Reading
+from vmmigration.core.errors import VirtError
+from vmmigration.core.model import MIB, DomainSummary, Policy, display_uri
+from vmmigration.core.plans import (
+    IN_USE_LAST_MOVE,
+    IN_USE_MEMORY,
+    LINK_HISTORY,
+    LINK_POLICY,
+    LINK_UNKNOWN,
+    InUse,
+    LinkRate,
+)
+from vmmigration.service.ports import LibvirtHost
+
+log = logging.getLogger(__name__)
+
+SHORT_PERIOD_SECONDS, LONG_PERIOD_SECONDS = 1, 3
+# Recent moves between a pair: how many are kept and how long they count.
+LINK_SAMPLES, LINK_MAX_AGE_SECONDS = 5, 3600.0
+
+
+@dataclasses.dataclass
+class Measurer:
+    clock: Callable[[], float] = time.time
+    max_age_seconds: float = 300.0
+    _dirty: dict[str, DirtyRate] = dataclasses.field(default_factory=dict)
+    _in_use: dict[str, int] = dataclasses.field(default_factory=dict)
+    _links: dict[tuple[str, str], collections.deque[tuple[float, float]]] = dataclasses.field(
+        default_factory=dict)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    # ---- the guest ----------------------------------------------------------
+
+    def recent_dirty_rate(self, domain: DomainSummary) -> DirtyRate | None:
+        with self._lock:
+            found = self._dirty.get(domain.uuid)
+        if found is None or self.clock() - found.measured_at > self.max_age_seconds:
+            return None
+        return found
+
+    def dirty_rate(self, host: LibvirtHost, domain: DomainSummary, *,
+                   link_bytes_per_s: float | None) -> DirtyRate | None:
+        """A recent reading, else a new one (1 s, then 3 s if needed); None if libvirt cannot."""
+        found = self.recent_dirty_rate(domain)
+        if found is not None:
+            return found
+        readings: list[Reading] = []
+        try:
+            for seconds in (SHORT_PERIOD_SECONDS, LONG_PERIOD_SECONDS):
+                rate = host.dirty_rate(domain.name, seconds=seconds)
+                readings.append(Reading(period_seconds=float(seconds), bytes_per_s=rate))
+                found = dirtyrate.interpret(tuple(readings), memory_bytes=domain.memory_bytes,
+                                            measured_at=self.clock())
+                if not dirtyrate.needs_longer_period(found, link_bytes_per_s=link_bytes_per_s):
+                    break
+        except VirtError as error:
+            # Measuring is an aid: a plan without it falls back on the job's own figures.
+            log.info("cannot measure the dirty rate of %s: %s", domain.name, error)
+            if not readings:
+                return None
+            found = dirtyrate.interpret(tuple(readings), memory_bytes=domain.memory_bytes,
+                                        measured_at=self.clock())
+        assert found is not None
+        with self._lock:
+            self._dirty[domain.uuid] = found
+        return found
+
+    def in_use(self, domain: DomainSummary) -> InUse:
+        with self._lock:
+            sent = self._in_use.get(domain.uuid)
+        if sent:
+            return InUse(bytes=min(sent, domain.memory_bytes), source=IN_USE_LAST_MOVE)
+        return InUse(bytes=domain.memory_bytes, source=IN_USE_MEMORY)
+
+    # ---- the link -----------------------------------------------------------
+
+    def link_rate(self, *, source_uri: str, target_uri: str, policy: Policy) -> LinkRate:
+        recent = self._recent_link(source_uri, target_uri)
+        cap = policy.bandwidth_mib_per_s * MIB if policy.bandwidth_mib_per_s else None
+        if cap is not None:
+            # A cap is a ceiling; a link slower than it sets the pace.
+            if recent is not None and recent < cap * 0.9:
+                return LinkRate(bytes_per_s=recent, source=LINK_HISTORY)
+            return LinkRate(bytes_per_s=cap, source=LINK_POLICY)
+        if recent is not None:
+            return LinkRate(bytes_per_s=recent, source=LINK_HISTORY)
+        return LinkRate(bytes_per_s=None, source=LINK_UNKNOWN)
+
+    def _recent_link(self, source_uri: str, target_uri: str) -> float | None:
+        key = (display_uri(source_uri), display_uri(target_uri))
+        now = self.clock()
+        with self._lock:
+            rates = [rate for at, rate in self._links.get(key, ()) if now - at <= LINK_MAX_AGE_SECONDS]
+        return statistics.median(rates) if rates else None
+
+    # ---- what a move taught us ----------------------------------------------
+
+    def moved(self, domain: DomainSummary, *, source_uri: str, target_uri: str,
+              first_pass_bytes: int | None, link_bytes_per_s: float | None,
+              cap_bytes_per_s: float | None) -> None:
+        # A capped move tells of the link only when the link, not the cap, set its pace.
+        telling = cap_bytes_per_s is None or (link_bytes_per_s or 0) < cap_bytes_per_s * 0.9
+        with self._lock:
+            if first_pass_bytes:
+                self._in_use[domain.uuid] = first_pass_bytes
+            if link_bytes_per_s and link_bytes_per_s > 0 and telling:
+                key = (display_uri(source_uri), display_uri(target_uri))
+                self._links.setdefault(key, collections.deque(maxlen=LINK_SAMPLES)).append(
+                    (self.clock(), link_bytes_per_s))
