@@ -51,7 +51,7 @@ def test_auto_chooses_live_when_it_fits_else_the_quickest_allowed_fallback_that_
 def test_a_guest_no_allowed_strategy_can_move_within_the_budget_is_blocked_with_the_numbers() -> None:
     plan = plans.make(requested=Mode.AUTO, policy=Policy(on_timeout=OnTimeout.SUSPEND), measured=BUSY)
     assert plan.strategy is None and not plan.within_budget
-    assert "Hybrid 6.0 s" in plan.why and "NonLive" in plan.why and "300 ms" in plan.why
+    assert "Hybrid pauses 6.0 s" in plan.why and "NonLive" in plan.why and "300 ms" in plan.why
     assert "overDowntimeBudget" in plan.why
 
 

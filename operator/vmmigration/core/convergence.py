@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from vmmigration.core import forecast
 from vmmigration.core.model import GIB, Escalation, JobProgress, OnTimeout, Policy
 
 
@@ -59,6 +60,7 @@ class Watch:
     # The pass in progress and the most bytes it had left (its size, once it began).
     iteration: int = 0
     pass_bytes: int = 0
+    previous_pass_bytes: int = 0
     percent: float = 0.0  # the progress shown so far, which never goes back
     # What the first pass sent (pages that hold data): the guest's memory in use.
     first_pass_bytes: int | None = None
@@ -104,7 +106,8 @@ def observe(watch: Watch, progress: JobProgress) -> Watch:
     if progress.iteration != watch.iteration:
         if progress.iteration >= 2 and watch.first_pass_bytes is None and watch.iteration == 1:
             watch = dataclasses.replace(watch, first_pass_bytes=progress.data_processed)
-        watch = dataclasses.replace(watch, iteration=progress.iteration, pass_bytes=remaining)
+        watch = dataclasses.replace(watch, iteration=progress.iteration, pass_bytes=remaining,
+                                    previous_pass_bytes=watch.pass_bytes)
     elif remaining > watch.pass_bytes:
         watch = dataclasses.replace(watch, pass_bytes=remaining)
     if watch.best_remaining is None or remaining < watch.best_remaining:
@@ -149,34 +152,43 @@ _ESCALATION = {
 
 def cannot_converge(*, watch: Watch, progress: JobProgress, expectation: Expectation,
                     confirmed_only: bool = False) -> bool:
-    """Whether the pre-copy will never fit its leftover into the switchover limit.
+    """Whether the pre-copy will never fit its leftover into the switch-over limit.
 
-    The guest dirties ``min(hot set, dirty rate × pass time)`` while a pass
-    runs, and the next pass sends that again. When the dirty rate keeps up
-    with the link, no pass leaves less than the one before, so a leftover
-    that does not fit now never will. The dirty rate is QEMU's own, measured
-    over the last pass, from the second pass on; before that, the plan's.
-    ``confirmed_only`` ignores the plan's figure (an abort is never taken on
-    a sampled estimate alone).
+    While a pass runs the guest dirties ``min(hot set, dirty rate × pass
+    time)``, which the next pass sends again; a pass no smaller than the one
+    before means none ever will be. From the third pass on, the passes
+    themselves say so (QEMU's own dirty rate cannot: it counts each page once
+    per pass, so a hot set rewritten in full reads as hot set ÷ pass time).
+    Before that, the plan's measured rate and hot set forecast it.
+    ``confirmed_only`` waits for the passes (an abort is never taken on a
+    sampled estimate alone).
     """
     link = progress.transfer_rate_bytes_per_s
     if link <= 0 or progress.data_total == 0 or watch.in_post_copy:
         return False
-    if progress.iteration >= 2 and progress.dirty_rate_bytes_per_s > 0:
-        dirty: float = progress.dirty_rate_bytes_per_s
-    elif expectation.dirty_rate_bytes_per_s is not None and not confirmed_only:
-        dirty = expectation.dirty_rate_bytes_per_s
-    else:
+    threshold = link * expectation.max_downtime_seconds
+    if progress.iteration >= 2 and watch.pass_bytes > threshold:
+        if watch.previous_pass_bytes and watch.iteration >= 3 \
+                and watch.pass_bytes >= watch.previous_pass_bytes * SHRINK_NEEDED:
+            return True
+        if progress.dirty_rate_bytes_per_s >= link * SHRINK_NEEDED:
+            return True  # dirtied faster than sent, even as QEMU undercounts it
+    if confirmed_only or expectation.dirty_rate_bytes_per_s is None:
         return False
-    if dirty < link * 0.95:
-        return False
-    pass_seconds = max(watch.pass_bytes, progress.data_remaining) / link
-    if progress.iteration <= 1:
-        pass_seconds = (progress.data_processed + progress.data_remaining) / link
-    leftover = dirty * pass_seconds
-    if expectation.hot_set_bytes is not None and progress.iteration <= 1:
-        leftover = min(leftover, expectation.hot_set_bytes)
-    return leftover > link * expectation.max_downtime_seconds
+    # The plan's rates, from the pass in progress on: would the live forecast converge?
+    pass_bytes = (progress.data_processed + progress.data_remaining if progress.iteration <= 1
+                  else watch.pass_bytes)
+    hot = expectation.hot_set_bytes if expectation.hot_set_bytes is not None else pass_bytes
+    ahead = forecast.live(forecast.Inputs(
+        memory_bytes=pass_bytes, in_use_bytes=pass_bytes,
+        dirty_rate_bytes_per_s=expectation.dirty_rate_bytes_per_s,
+        hot_set_bytes=min(hot, pass_bytes), link_bytes_per_s=link,
+        max_downtime_seconds=expectation.max_downtime_seconds, overheads=forecast.NO_OVERHEADS))
+    return not ahead.converges
+
+
+# A pass must leave at most this share of what it sent to count as converging.
+SHRINK_NEEDED = 0.95
 
 
 def decide(
@@ -237,14 +249,31 @@ def good_moment_to_suspend(*, watch: Watch, progress: JobProgress, policy: Polic
     """
     if progress.transfer_rate_bytes_per_s <= 0:
         return True
+    if why is Trigger.FORECAST:
+        # Suspended mid-pass, the guest pays for the rest of the pass on top of
+        # all it dirtied: suspend in the last moment of a pass (polled finely
+        # there, see poll_seconds), or, if that moment was missed, as the next
+        # pass begins, before the guest dirties much more.
+        return (progress.data_remaining <= progress.transfer_rate_bytes_per_s * FINE_POLL_SECONDS * 1.5
+                or (progress.iteration >= 2 and progress.data_remaining >= watch.pass_bytes * 0.9))
     if progress.data_remaining <= progress.transfer_rate_bytes_per_s * SUSPEND_WINDOW_SECONDS:
         return True
-    if why is Trigger.FORECAST:
-        return False  # the forecast moment is the end of a pass; passes end
     if why is Trigger.STALLED:
         waited = progress.elapsed_seconds - watch.best_at_seconds - policy.progress_timeout_seconds
         return waited > policy.progress_timeout_seconds
     return True
+
+
+# Near the end of a pass the monitor polls this often, to catch the moment.
+FINE_POLL_SECONDS = 0.1
+
+
+def poll_seconds(progress: JobProgress | None, *, default: float) -> float:
+    """How long to wait for the next sample: finely when a pass is about to end."""
+    if progress is None or progress.transfer_rate_bytes_per_s <= 0:
+        return default
+    left = progress.data_remaining / progress.transfer_rate_bytes_per_s
+    return min(default, FINE_POLL_SECONDS) if left <= 2 * default else default
 
 
 def percent_done(progress: JobProgress, *, expected_bytes: int | None = None,

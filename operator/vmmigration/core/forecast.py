@@ -56,6 +56,10 @@ class Overheads:
     offline_seconds: float = 0.3
 
 
+# For forecasting the rest of a job already under way.
+NO_OVERHEADS = Overheads(setup_seconds=0.0, switchover_seconds=0.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Inputs:
     memory_bytes: int  # the guest's RAM

@@ -89,7 +89,7 @@ def choose(forecasts: tuple[Forecast, ...], *, requested: Mode, policy: Policy,
         return Choice(best.strategy, f"{best.strategy.value}: quickest ({_seconds(best.duration_seconds)}) "
                       f"within the downtime budget of {_seconds(budget)}{why_not}", forecasts)
     least = min(candidates, key=lambda f: (f.downtime_seconds or 0.0, f.duration_seconds or 0.0))
-    numbers = ", ".join(f"{f.strategy.value} {_seconds(f.downtime_seconds)}" for f in candidates)
+    numbers = ", ".join(f"{f.strategy.value} pauses {_seconds(f.downtime_seconds)}" for f in candidates)
     if over_budget is OverBudget.LEAST_DOWNTIME:
         return Choice(least.strategy, f"{least.strategy.value}: least downtime "
                       f"({_seconds(least.downtime_seconds)}); none fits the budget of "

@@ -74,7 +74,8 @@ def watch_job(
     abort_trigger: Trigger | None = None
     last: JobProgress | None = None
     waiting_for_link: str | None = None
-    while not wait_for_end(poll_interval_seconds):
+    interval = poll_interval_seconds
+    while not wait_for_end(interval):
         if detach is not None and detach.is_set():
             log.info("migration of %s: no longer watched here; the job keeps running", name)
             raise Detached(name)
@@ -95,6 +96,7 @@ def watch_job(
                 )
         # decide
         watch = convergence.observe(watch, sample)
+        interval = convergence.poll_seconds(progress, default=poll_interval_seconds)
         verdict = convergence.decide(
             policy=policy, watch=watch, progress=sample, abort_requested=cancel.is_set(),
             expectation=expectation,
