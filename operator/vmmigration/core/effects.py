@@ -294,6 +294,17 @@ def cancelled(*, source: str, target: str, location: Location, message: str, now
                                 "time": timestamp(now)}})
 
 
+def replanned(*, source: str, target: str, location: Location, message: str, now: float) -> Effects:
+    """The move was cancelled because it was no longer wanted: nothing failed, and the next
+    pass decides afresh from where the VM is (Placed, or a move to the new target)."""
+    current = source if location is Location.SOURCE else target
+    return Effects(
+        phase=Phase.PENDING, failed=False, reprobe=(source, target),
+        conditions=(condition("Ready", False, Reason.REPLANNED, message),),
+        events=(Event("Normal", "Replanned", message[:MESSAGE_LIMIT]),),
+        fields={"attempt": None, "currentHypervisor": current, "completionTime": timestamp(now)})
+
+
 def succeeded(*, domain: str, source: str, target: str, result: MigrationResult,
               now: float, plan: MovePlan | None = None, generation: int = 0) -> Effects:
     downtime = f", downtime {result.downtime_ms} ms" if result.downtime_ms is not None else ""

@@ -20,9 +20,10 @@ from vmmigration.core import plans
 from vmmigration.core import strategy as strategies
 from vmmigration.core.config import Settings
 from vmmigration.core.errors import VirtError
-from vmmigration.core.model import MigrationRequest, MigrationResult, Mode, Update
+from vmmigration.core.model import EffectiveMode, MigrationRequest, MigrationResult, Mode, Update
+from vmmigration.core.replan import replan
 from vmmigration.core.reasons import Reason, classify_check
-from vmmigration.core.spec import Desired
+from vmmigration.core.spec import Desired, SpecError, parse_vmmigration
 from vmmigration.service.engine import (
     Engine,
     LostContact,
@@ -48,6 +49,7 @@ class Control:
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     detach: threading.Event = dataclasses.field(default_factory=threading.Event)
     latest: Update | None = None
+    replanned: str | None = None  # why the move was cancelled as no longer wanted
 
 
 class Driver:
@@ -146,6 +148,8 @@ class Driver:
                     log.info("%s: abort requested; cancelling the migration of %s", key, desired.domain)
                     control.cancel.set()
                 latest = control.latest
+                if not control.cancel.is_set():
+                    self._replan(key, control, spec=spec, source=source, target=target)
                 if latest is not None:
                     self.metrics.sample(key, latest.progress, percent=latest.percent)
                 if (latest is not None and latest is not written
@@ -174,6 +178,10 @@ class Driver:
                              current=source, now=self.clock(), retry=self.retry, blocked=True)
         except MigrationCancelled as cancelled:
             self.metrics.ended(key, mode=self._mode(control, desired), result=ABORTED)
+            if control.replanned:
+                self.fleet.wake(key)  # decide again at once, from where the VM is
+                return fx.replanned(source=source, target=target, location=cancelled.location,
+                                    message=control.replanned, now=self.clock())
             return fx.cancelled(source=source, target=target, location=cancelled.location,
                                 message=str(cancelled), now=self.clock())
         except MigrationError as failed:
@@ -198,6 +206,22 @@ class Driver:
             self.metrics.forecast_checked(quantity=quantity, ratio=ratio)
         return fx.succeeded(domain=desired.domain, source=source, target=target, result=result,
                             now=self.clock(), plan=command.plan, generation=command.generation)
+
+    def _replan(self, key: str, control: Control, *, spec: Any, source: str, target: str) -> None:
+        """Cancel the move in flight when it is no longer the one wanted (core.replan)."""
+        try:
+            now = parse_vmmigration(spec)
+        except SpecError:
+            now = None
+        latest = control.latest
+        verdict = replan(desired=now, source=source, target=target,
+                         hypervisors=self.fleet.hypervisors,
+                         in_post_copy=latest is not None and latest.mode is EffectiveMode.POST_COPY,
+                         eta_seconds=latest.eta_seconds if latest else None)
+        if verdict.cancel:
+            log.info("%s: %s", key, verdict.why)
+            control.replanned = verdict.why
+            control.cancel.set()
 
     def cancel(self, key: str) -> None:
         control = self.controls.get(key)

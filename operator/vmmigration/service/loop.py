@@ -44,11 +44,15 @@ class StatusWriter:
     def forget(self, key: str) -> None:
         self._statuses.pop(key, None)
 
-    async def write(self, key: str, body: Any, effects: fx.Effects, *, now: float) -> None:
+    async def write(self, key: str, body: Any, effects: fx.Effects, *, now: float,
+                    generation: int | None = None) -> None:
+        """``generation``: the spec generation the status describes, when not the object's
+        own (a running job follows the spec it was started for, not a newer one)."""
         if effects.phase is None:
             return
         previous = self.previous(key, body)
-        new = status.compose(previous=previous, phase=effects.phase, generation=_generation(body),
+        new = status.compose(previous=previous, phase=effects.phase,
+                             generation=_generation(body) if generation is None else generation,
                              now=now,
                              wanted=effects.conditions, fields=effects.fields)
         patch = status.merge_patch(previous, new)
@@ -146,9 +150,11 @@ class Loop:
             # Taken before the first await, so no other loop can take the same slot.
             assert isinstance(command, (fx.Validate, fx.Start))
             self.fleet.limiter.hold(key, source=command.source, target=command.target)
+        followed: int | None = None  # the generation a job that just ran was started for
         try:
             while True:
-                await self._apply(effects, key=key, body=body)
+                await self._apply(effects, key=key, body=body, generation=followed)
+                followed = None
                 command = effects.command
                 if desired is None or not isinstance(command, (fx.Validate, fx.Start)):
                     return effects.idle
@@ -157,19 +163,26 @@ class Loop:
                                                          generation=_generation(body))
                     continue
 
+                # A job runs as the spec it was started for says, whatever a newer
+                # generation asks: the status claims no generation the job does not follow.
+                job_generation = (command.generation if command.plan is not None
+                                  else _observed(self.writer.previous(key, body)))
+
                 async def progressed(update: fx.Effects) -> None:
-                    await self.writer.write(key, body, update, now=self.clock())
+                    await self.writer.write(key, body, update, now=self.clock(),
+                                            generation=job_generation)
 
                 ended = await self.driver.run(command, key=key, body=body, desired=desired,
                                               stopped=stopped, progressed=progressed)
                 if ended is None:  # left running for the next operator
                     return False
-                effects = ended
+                effects, followed = ended, job_generation
         finally:
             if holds:
                 self.fleet.free(key)
 
-    async def _apply(self, effects: fx.Effects, *, key: str, body: Any) -> None:
+    async def _apply(self, effects: fx.Effects, *, key: str, body: Any,
+                     generation: int | None = None) -> None:
         """Everything but the command: re-probes, the one status write, Events, metric flags."""
         if effects.queued is True:
             self.fleet.limiter.queue(key)
@@ -184,13 +197,18 @@ class Loop:
             self.metrics.set_drift(key, drifted=effects.drifted)
         if effects.reprobe:
             await self.probes.reprobe(*effects.reprobe)
-        await self.writer.write(key, body, effects, now=self.clock())
+        await self.writer.write(key, body, effects, now=self.clock(), generation=generation)
         for event in effects.events:
             self.post_event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _generation(body: Any) -> int:
     return int(body["metadata"].get("generation") or 0)
+
+
+def _observed(stored: Any) -> int | None:
+    value = stored.get("observedGeneration") if hasattr(stored, "get") else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 async def _wait_for(waker: asyncio.Event, stopped: Stopped, *, timeout: float | None) -> None:
