@@ -15,6 +15,7 @@ test:
 bench:
 	scripts/bootstrap
 	.venv/bin/python bench/migration_bench.py
+	.venv/bin/python bench/forecast_bench.py
 	.venv/bin/python bench/operator_bench.py
 	.venv/bin/python bench/scale_bench.py
 	.venv/bin/python bench/fault_bench.py

@@ -71,6 +71,9 @@ def test_the_hybrid_suspends_a_vm_that_dirties_memory_too_fast_and_it_resumes_on
         placed = kubectl.wait_phase("demo-hot", "Placed", timeout=150)
         beat = watch.count()
         assert placed["effectiveMode"] == "LiveSuspended"
+        # Auto measured the guest and planned the hybrid; the move did what the plan said.
+        assert placed["plan"]["strategy"] == "Hybrid" and placed["plan"]["inputs"]["hotSetKnown"]
+        assert placed["plan"]["actual"]["effectiveMode"] == "LiveSuspended"
         assert running_on(sandbox, "demo-hot") == ["kvm-b"]
         watch.assert_kept_running(after=beat)
     finally:

@@ -79,7 +79,7 @@ class FakeEngine(Engine):
         self.refuse = refuse
         self.phase_at_start: list[str] = []
 
-    def check(self, request: MigrationRequest) -> MovePlan:
+    def check(self, request: MigrationRequest, *, measure: bool = False) -> MovePlan:
         if self.refuse:
             raise PrecheckFailed([Finding(self.refuse, f"{self.refuse} on the target")])
         measured = Measured(memory_bytes=MIB << 7, in_use=InUse(bytes=MIB << 7, source=IN_USE_MEMORY),

@@ -1,4 +1,4 @@
-"""The command line: ``vmmigration migrate``, ``report``, ``inspect`` and ``operator``.
+"""The command line: ``vmmigration migrate``, ``plan``, ``report``, ``inspect`` and ``operator``.
 
 One module per command; this one holds the group and the entry point. The test
 bed's commands (``sandbox``, ``demo``) are ``vmmigration-testbed``'s own.
@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from vmmigration.cli import inspect, migrate, operator, report
+from vmmigration.cli import inspect, migrate, operator, plan, report
 from vmmigration.core.config import SettingsError
 from vmmigration.core.errors import VirtError
 
@@ -26,7 +26,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (migrate.migrate, report.report, inspect.inspect, operator.operator):
+for command in (migrate.migrate, plan.plan, report.report, inspect.inspect, operator.operator):
     cli.add_command(command)
 
 

@@ -6,14 +6,12 @@ import json
 
 import click
 
-from vmmigration.cli.common import libvirt_uri
+from vmmigration.cli.common import hosts as host_options
 from vmmigration.core.errors import HostUnreachable
 
 
 @click.command()
-@click.argument("domain")
-@click.option("--from", "source", required=True, metavar="URI", callback=libvirt_uri)
-@click.option("--to", "target", required=True, metavar="URI", callback=libvirt_uri)
+@host_options
 def inspect(domain: str, source: str, target: str) -> None:
     """Say where DOMAIN runs and whether a migration job is still active (after a crash)."""
     from vmmigration.adapters.libvirt import Host

@@ -19,18 +19,18 @@ from vmmigration.cli.common import (
     EXIT_ABORTED,
     EXIT_MIGRATION,
     EXIT_PRECHECK,
+    MODES,
+    ON_TIMEOUT,
     choice,
     console,
     fail,
-    libvirt_uri,
+    hosts,
     mib,
 )
 from vmmigration.core.config import Settings
 from vmmigration.core.model import (
     EffectiveMode,
     MigrationRequest,
-    Mode,
-    OnTimeout,
     Persistence,
     Policy,
     Storage,
@@ -41,8 +41,6 @@ from vmmigration.core.trace import Trace
 # The policy's defaults, as the model defines them (and the CRD repeats, checked by a test).
 DEFAULTS = Policy()
 
-_MODES = {"auto": Mode.AUTO, "live": Mode.LIVE, "non-live": Mode.NON_LIVE, "offline": Mode.OFFLINE}
-_ON_TIMEOUT = {"abort": OnTimeout.ABORT, "suspend": OnTimeout.SUSPEND, "post-copy": OnTimeout.POST_COPY}
 _STORAGE = {"shared": Storage.SHARED, "copy-all": Storage.COPY_ALL,
             "copy-incremental": Storage.COPY_INCREMENTAL}
 
@@ -64,14 +62,10 @@ class _StatsColumn(ProgressColumn):
 
 
 @click.command()
-@click.argument("domain")
-@click.option("--from", "source", required=True, metavar="URI", callback=libvirt_uri,
-              help="libvirt URI of the source host.")
-@click.option("--to", "target", required=True, metavar="URI", callback=libvirt_uri,
-              help="libvirt URI of the target host.")
-@click.option("--mode", type=choice(_MODES), default="auto", show_default=True,
+@hosts
+@click.option("--mode", type=choice(MODES), default="auto", show_default=True,
               help="auto = live when running, offline when shut off.")
-@click.option("--on-timeout", type=choice(_ON_TIMEOUT), default="abort",
+@click.option("--on-timeout", type=choice(ON_TIMEOUT), default="abort",
               show_default=True, help="What to do with a live migration that does not converge.")
 @click.option("--progress-timeout", type=click.FloatRange(min=0), default=DEFAULTS.progress_timeout_seconds, show_default=True,
               metavar="SECONDS", help="Escalate when remaining bytes stop going down this long (0 = never).")
@@ -126,9 +120,9 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
         domain=domain,
         source_uri=source,
         target_uri=target,
-        mode=_MODES[mode.lower()],
+        mode=MODES[mode.lower()],
         policy=Policy(
-            on_timeout=_ON_TIMEOUT[on_timeout.lower()],
+            on_timeout=ON_TIMEOUT[on_timeout.lower()],
             progress_timeout_seconds=progress_timeout,
             completion_timeout_seconds_per_gib=completion_timeout_per_gib,
             hard_timeout_seconds=hard_timeout,

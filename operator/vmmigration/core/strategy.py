@@ -78,7 +78,8 @@ def choose(forecasts: tuple[Forecast, ...], *, requested: Mode, policy: Policy,
     live_ones = (Strategy.LIVE, Strategy.AUTO_CONVERGE)
     if fitting and fitting[0].strategy in live_ones:
         live = fitting[0]
-        return Choice(live.strategy, f"{live.strategy.value}: converges in {live.passes} passes, "
+        passes = f"{live.passes} pass{'' if live.passes == 1 else 'es'}"
+        return Choice(live.strategy, f"{live.strategy.value}: converges in {passes}, "
                       f"{_seconds(live.duration_seconds)} with {_seconds(live.downtime_seconds)} "
                       f"of downtime, within the budget of {_seconds(budget)}", forecasts)
     if fitting:

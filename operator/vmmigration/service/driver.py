@@ -81,7 +81,7 @@ class Driver:
         source, target, attempts = command.source, command.target, command.attempts
         try:
             request = await self.request(desired, source=source, target=target)
-            plan = await asyncio.to_thread(self.engine.check, request)
+            plan = await asyncio.to_thread(self.engine.check, request, measure=desired.dry_run)
         except PrecheckFailed as refused:
             return fx.refused(selector=desired.selector is not None, source=source, target=target,
                               attempts=attempts, reason=refused.findings[0].reason,

@@ -102,16 +102,18 @@ class Engine:
 
     # ---- pre-checks -------------------------------------------------------
 
-    def check(self, request: MigrationRequest) -> MovePlan:
+    def check(self, request: MigrationRequest, *, measure: bool = False) -> MovePlan:
         """Every pre-check, on its own, changing nothing, then the move's plan.
 
         The operator shows this as its Validating phase, so a refusal and the
         plan are visible before anything moves. migrate() checks again
-        (cheaply) in case the world changed in between.
+        (cheaply) in case the world changed in between. ``measure`` measures
+        the guest for an explicit mode too (a dry run wants the numbers).
         """
         with self._connected(request) as (source, target):
             plan = planning.plan(request, source=source, target=target)
-            return plan_move(request, source=source, domain=plan.domain, measurer=self.measurer)
+            return plan_move(request, source=source, domain=plan.domain, measurer=self.measurer,
+                             measure=measure)
 
     def _resolved(self, request: MigrationRequest, plan: Plan,
                   planned: MovePlan) -> tuple[MigrationRequest, Plan]:
@@ -312,6 +314,10 @@ class Engine:
                first_pass_bytes: int | None) -> None:
         """What the move measured, for the next plans: memory in use, the link's rate."""
         final = result.final
+        if first_pass_bytes is None and (plan.mode is Mode.NON_LIVE
+                                         or (final is not None and final.iteration <= 2)):
+            # Paused, or done in one pass: every byte sent was a page in use, once.
+            first_pass_bytes = result.bytes_transferred or None
         copy = (final.elapsed_seconds if final else result.duration_seconds)
         rate = result.bytes_transferred / copy if copy > 0 and result.bytes_transferred else None
         if final is not None and final.transfer_rate_bytes_per_s > 0:

@@ -12,9 +12,9 @@ from vmmigration.service.ports import LibvirtHost
 
 
 def plan_move(request: MigrationRequest, *, source: LibvirtHost, domain: DomainSummary,
-              measurer: Measurer) -> MovePlan:
-    """Auto measures what it lacks (a second or four); an explicit mode uses only what is known,
-    so a move whose user chose its mode never waits for a measurement."""
+              measurer: Measurer, measure: bool = False) -> MovePlan:
+    """Auto (or ``measure``) measures what it lacks (a second or four); an explicit mode uses
+    only what is known, so a move whose user chose its mode never waits for a measurement."""
     running = domain.state in (PowerState.RUNNING, PowerState.PAUSED)
     link = measurer.link_rate(source_uri=request.source_uri, target_uri=request.target_uri,
                               policy=request.policy)
@@ -23,7 +23,7 @@ def plan_move(request: MigrationRequest, *, source: LibvirtHost, domain: DomainS
         # A paused guest dirties nothing until the move resumes it.
         dirty = DirtyRate(bytes_per_s=0.0, high_bytes_per_s=0.0, hot_set_bytes=0, hot_set_known=True,
                           readings=(), measured_at=measurer.clock())
-    elif running and request.mode is Mode.AUTO:
+    elif running and (measure or request.mode is Mode.AUTO):
         dirty = measurer.dirty_rate(source, domain, link_bytes_per_s=link.bytes_per_s)
     elif running:
         dirty = measurer.recent_dirty_rate(domain)

@@ -172,7 +172,8 @@ class Demo:
     def _summary(self, rows: list[dict[str, Any]], logs: dict[str, Path], first: dict[str, str],
                  prometheus: PrometheusServer) -> None:
         table = Table(title="What happened")
-        for column in ("VMMigration", "phase", "mode", "duration", "downtime", "runs on", "guest"):
+        for column in ("VMMigration", "phase", "mode", "duration", "downtime", "forecast", "runs on",
+                       "guest"):
             table.add_column(column)
         for row in rows:
             status = row.get("status") or {}
@@ -181,9 +182,12 @@ class Demo:
             healthy = (beats and {b.boot for b in beats} == {first[name]}
                        and not guest.failures(logs[name]))
             downtime = status.get("downtimeMs")
+            plan = status.get("plan") or {}
+            forecast = (f"{plan['strategy']}: {plan['durationSeconds']:.1f} s, {plan['downtimeMs']} ms"
+                        if "durationSeconds" in plan else plan.get("strategy", "-"))
             table.add_row(name, status.get("phase", "?"), status.get("effectiveMode") or "-",
                           f"{status.get('durationSeconds', 0):.1f} s" if status.get("durationSeconds") else "-",
-                          "unknown" if downtime is None else f"{downtime} ms",
+                          "unknown" if downtime is None else f"{downtime} ms", forecast,
                           status.get("currentHypervisor") or "?",
                           f"{len(beats)} heartbeats, 1 boot, no corruption" if healthy else "[red]CHECK[/]")
         self.console.print(table)

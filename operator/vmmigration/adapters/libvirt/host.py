@@ -323,6 +323,10 @@ class Host:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{migration_address}"
         if bandwidth_mib_per_s:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib_per_s
+            if flags.post_copy:
+                # QEMU's post-copy phase has a limit of its own, unlimited unless set:
+                # without this a cap would hold only until the switch to post-copy.
+                params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = bandwidth_mib_per_s
         if flags.parallel:
             params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = parallel_connections
             if flags.compressed:

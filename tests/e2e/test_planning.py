@@ -1,0 +1,105 @@
+"""The plan through the API: shown before the move, a dry run that moves nothing, and a move
+that is cancelled when it is no longer wanted instead of being finished and undone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from vmtestbed.records import incoming_migrations
+from vmtestbed.testbed import Sandbox
+
+from ..conftest import GuestWatch
+from .conftest import Kubectl, hypervisor_manifests, migrating, running_on, wait_until
+
+# A cap that keeps an idle guest's move going for tens of seconds: time to change one's mind.
+SLOW = {"bandwidthMiBPerSecond": 4, "progressTimeoutSeconds": 600, "hardTimeoutSeconds": 900}
+
+
+def test_an_auto_vmmigration_shows_its_plan_in_status_before_the_move_starts(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str]) -> None:
+    watch = boot(name)
+    vmm(name, domain=name, targetHypervisor="kvm-b", policy={"bandwidthMiBPerSecond": 16})
+    during = migrating(kubectl, name, timeout=60)
+
+    plan = during.get("plan") or {}
+    assert plan.get("strategy") == "Live", plan
+    assert plan["requestedMode"] == "Auto" and plan["withinBudget"] is True
+    inputs = plan["inputs"]
+    assert inputs["linkSource"] == "PolicyCap" and inputs["linkBytesPerSecond"] == 16 * 2**20
+    assert "dirtyRateBytesPerSecond" in inputs and inputs["dirtyRatePeriodsSeconds"]
+    assert {c["strategy"] for c in plan["candidates"]} == {
+        "Live", "LiveAutoConverge", "PostCopy", "Hybrid", "NonLive"}
+    reasons = kubectl.reasons(name)
+    assert reasons.index("Planned") < reasons.index("MigrationStarted"), reasons
+
+    placed = kubectl.wait_phase(name, "Placed", timeout=90)
+    actual = placed["plan"]["actual"]
+    assert actual["durationSeconds"] > 0 and actual["effectiveMode"] == "Live"
+    assert running_on(sandbox, name) == ["kvm-b"]
+    watch.assert_kept_running(after=watch.count())
+
+
+def test_a_dry_run_shows_the_plan_and_moves_nothing_until_it_is_cleared(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str]) -> None:
+    watch = boot(name)
+    vmm(name, domain=name, targetHypervisor="kvm-b", mode="Live", dryRun=True)
+    ready = wait_until(lambda: kubectl.condition(name, "Ready").get("reason") == "DryRun"
+                       and kubectl.condition(name, "Ready"), timeout=60, what="the dry run's plan")
+    assert "would move from kvm-a to kvm-b" in ready["message"]
+    status = kubectl.status(name)
+    assert status["phase"] == "Pending" and status["plan"]["strategy"] == "Live"
+    # A dry run measures even for an explicit mode: it is asked for the numbers.
+    assert "dirtyRateBytesPerSecond" in status["plan"]["inputs"]
+    assert "Planned" in kubectl.reasons(name) and "MigrationStarted" not in kubectl.reasons(name)
+    # libvirt's own record: nothing was migrated.
+    assert running_on(sandbox, name) == ["kvm-a"] and incoming_migrations(sandbox.hosts, name) == 0
+
+    kubectl.patch("vmmigration", name, {"spec": {"dryRun": False}})
+    kubectl.wait_phase(name, "Placed", timeout=90)
+    assert running_on(sandbox, name) == ["kvm-b"] and incoming_migrations(sandbox.hosts, name) == 1
+    watch.assert_kept_running(after=watch.count())
+
+
+def test_setting_the_target_back_mid_move_cancels_it_instead_of_moving_the_vm_twice(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str]) -> None:
+    watch = boot(name)
+    vmm(name, domain=name, targetHypervisor="kvm-b", mode="Live", policy=SLOW)
+    migrating(kubectl, name, timeout=60)
+
+    kubectl.patch("vmmigration", name, {"spec": {"targetHypervisor": "kvm-a"}})
+    placed = kubectl.wait_phase(name, "Placed", timeout=60)
+    assert placed["currentHypervisor"] == "kvm-a"
+    reasons = kubectl.reasons(name)
+    assert "Replanned" in reasons and "MigrationSucceeded" not in reasons, reasons
+    # One migration began (and was cancelled), not two that both completed.
+    assert running_on(sandbox, name) == ["kvm-a"] and incoming_migrations(sandbox.hosts, name) == 1
+    watch.assert_kept_running(after=watch.count())
+
+
+@pytest.fixture
+def kvm_c_restored(kubectl: Kubectl, sandbox: Sandbox) -> Iterator[None]:
+    yield
+    kubectl.apply(hypervisor_manifests(sandbox))
+
+
+def test_a_move_to_a_hypervisor_deleted_mid_move_is_cancelled_and_the_vm_stays_on_a_managed_host(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str], kvm_c_restored: None) -> None:
+    watch = boot(name)
+    vmm(name, domain=name, targetHypervisor="kvm-c", mode="Live", policy=SLOW)
+    migrating(kubectl, name, timeout=60)
+
+    kubectl("delete", "hypervisor", "kvm-c", "--wait=true", "--timeout=60s")
+    wait_until(lambda: "Replanned" in kubectl.reasons(name), timeout=30, what="the move to be cancelled")
+    blocked = wait_until(lambda: kubectl.condition(name, "Blocked").get("reason") == "UnknownHypervisor"
+                         and kubectl.condition(name, "Blocked"), timeout=30,
+                         what="the VMMigration to say its target is unknown")
+    assert "kvm-c" in blocked["message"]
+    assert running_on(sandbox, name) == ["kvm-a"]
+    assert "MigrationSucceeded" not in kubectl.reasons(name)
+    watch.assert_kept_running(after=watch.count())
