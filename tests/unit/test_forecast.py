@@ -13,8 +13,8 @@ from vmmigration.core.forecast import Inputs, Overheads, Strategy
 from vmmigration.core.model import MIB
 
 # Round overheads make the hand computations below readable.
-ROUND = Overheads(setup_seconds=1.0, switchover_seconds=0.0, zero_scan_bytes_per_s=float("inf"),
-                  offline_seconds=0.5)
+ROUND = Overheads(setup_seconds=1.0, finish_seconds=0.0, switchover_seconds=0.0,
+                  zero_scan_bytes_per_s=float("inf"), offline_seconds=0.5)
 
 
 def inputs(*, in_use: int = 64, dirty: float = 0, hot: int = 0, link: float = 8, memory: int = 128,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vmmigration.core.replan import replan
+from vmmigration.core.model import OnTimeout, Policy
+from vmmigration.core.replan import replan, retunable
 from vmmigration.core.scheduling import HypervisorView
 from vmmigration.core.spec import Desired, HypervisorSpec, Selector
 
@@ -39,3 +40,21 @@ def test_a_move_is_cancelled_only_when_it_is_no_longer_the_one_wanted(
     verdict = replan(desired=desired, source="kvm-a", target="kvm-b", hypervisors=hosts,
                      in_post_copy=post_copy, eta_seconds=eta)
     assert verdict.cancel is cancel and words in verdict.why
+
+
+@pytest.mark.parametrize(("wanted", "post_copy", "followed"), [
+    pytest.param(Policy(bandwidth_mib_per_s=0), False, True, id="cap-lifted"),
+    pytest.param(Policy(bandwidth_mib_per_s=4, max_downtime_ms=500), False, True, id="downtime-limit"),
+    pytest.param(Policy(bandwidth_mib_per_s=4, on_timeout=OnTimeout.SUSPEND), False, True,
+                 id="escalation-is-the-monitors"),
+    pytest.param(Policy(bandwidth_mib_per_s=4, on_timeout=OnTimeout.POST_COPY), False, False,
+                 id="post-copy-needs-the-flag-at-start"),
+    pytest.param(Policy(bandwidth_mib_per_s=4, on_timeout=OnTimeout.POST_COPY), True, True,
+                 id="post-copy-allowed-from-the-start"),
+    pytest.param(Policy(bandwidth_mib_per_s=4, parallel_connections=4), False, False,
+                 id="parallel-is-fixed-at-start"),
+])
+def test_a_running_job_follows_a_changed_policy_only_where_libvirt_lets_it(
+        wanted: Policy, post_copy: bool, followed: bool) -> None:
+    assert retunable(running=Policy(bandwidth_mib_per_s=4), wanted=wanted,
+                     post_copy_allowed=post_copy) is followed

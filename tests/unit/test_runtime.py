@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 from vmmigration.core import plans
-from vmmigration.core.model import MIB
+from vmmigration.core.model import MIB, Policy
 from vmmigration.core.plans import IN_USE_MEMORY, LINK_UNKNOWN, InUse, LinkRate, Measured, MovePlan
 import time
 from collections.abc import Callable
@@ -89,7 +89,8 @@ class FakeEngine(Engine):
     def migrate(self, request: MigrationRequest, *, on_update: Callable[..., None] | None = None,
                 cancel: threading.Event | None = None,
                 detach: threading.Event | None = None,
-                planned: MovePlan | None = None) -> MigrationResult:
+                planned: MovePlan | None = None,
+                retune: Callable[[], Policy | None] | None = None) -> MigrationResult:
         self.phase_at_start.append(self.kube.phases()[-1])
         source = next(h for h, uri in URIS.items() if uri == request.source_uri)
         target = next(h for h, uri in URIS.items() if uri == request.target_uri)

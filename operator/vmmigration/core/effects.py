@@ -96,6 +96,9 @@ class Effects:
     queued: bool | None = None
     avoid: tuple[str, str] | None = None  # (host, why): skip it for a while (selectors)
     idle: bool = False  # nothing left to watch until the spec changes
+    # The spec generation the status describes, when not the object's own: a
+    # running job follows the spec it was started for (or last retuned to).
+    generation: int | None = None
 
 
 def condition(kind: str, status: bool, reason: Reason | str, message: str = "") -> Condition:

@@ -44,11 +44,16 @@ class Strategy(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Overheads:
-    """Fixed costs of a move on these hosts, calibrated by bench/forecast_bench.py."""
+    """Fixed costs of a move, measured on the test bed (libvirt 11.3, QEMU 10.0 under TCG;
+    see docs/planning.md) and checked by bench/forecast_bench.py."""
 
-    # From the call to the first byte of memory: the target's QEMU started, connected.
-    setup_seconds: float = 0.8
-    # The guest paused at the switch: device state, the last sync, the restart.
+    # From the call to the first byte of memory: the target's QEMU started, connected
+    # (0.56 s median over 34 moves; libvirt's own setup_time, a few ms, misses it).
+    setup_seconds: float = 0.6
+    # After QEMU is done and the guest runs on the target: libvirt's finish and
+    # confirm phases (1.2 to 2.0 s). Part of the move's time, not of its downtime.
+    finish_seconds: float = 1.7
+    # The guest paused at the switch: device state, the last sync, the restart (16–46 ms).
     switchover_seconds: float = 0.03
     # Scanning zero pages (sent as markers, not content) runs at memory speed.
     zero_scan_bytes_per_s: float = 4096.0 * MIB
@@ -57,7 +62,7 @@ class Overheads:
 
 
 # For forecasting the rest of a job already under way.
-NO_OVERHEADS = Overheads(setup_seconds=0.0, switchover_seconds=0.0)
+NO_OVERHEADS = Overheads(setup_seconds=0.0, finish_seconds=0.0, switchover_seconds=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +149,8 @@ def live(inputs: Inputs, *, auto_converge: bool = False) -> Forecast:
     degraded = sum(
         (p.ends_at - (passes[i - 1].ends_at if i else inputs.overheads.setup_seconds))
         for i, p in enumerate(passes) if throttles[i] > 0)
-    return Forecast(strategy, converges=True, duration_seconds=last.ends_at + downtime,
+    return Forecast(strategy, converges=True,
+                    duration_seconds=last.ends_at + downtime + inputs.overheads.finish_seconds,
                     downtime_seconds=downtime, passes=len(passes), degraded_seconds=degraded)
 
 
@@ -157,7 +163,8 @@ def hybrid(inputs: Inputs) -> Forecast:
     best = min(range(len(passes)), key=lambda i: (passes[i].leftover, i))
     chosen = passes[-1] if converged else passes[best]
     downtime = chosen.leftover / inputs.link_bytes_per_s + inputs.overheads.switchover_seconds
-    return Forecast(Strategy.HYBRID, converges=True, duration_seconds=chosen.ends_at + downtime,
+    return Forecast(Strategy.HYBRID, converges=True,
+                    duration_seconds=chosen.ends_at + downtime + inputs.overheads.finish_seconds,
                     downtime_seconds=downtime, passes=passes.index(chosen) + 1,
                     note="" if converged else f"suspend at the end of pass {passes.index(chosen) + 1}")
 
@@ -168,7 +175,8 @@ def post_copy(inputs: Inputs) -> Forecast:
     copy = _first_pass_seconds(inputs)
     downtime = inputs.overheads.switchover_seconds
     return Forecast(Strategy.POST_COPY, converges=True,
-                    duration_seconds=inputs.overheads.setup_seconds + copy + downtime,
+                    duration_seconds=(inputs.overheads.setup_seconds + copy + downtime
+                                      + inputs.overheads.finish_seconds),
                     downtime_seconds=downtime, passes=0, degraded_seconds=copy,
                     note="a link failure in post-copy leaves the VM split until it is resumed")
 
@@ -176,7 +184,7 @@ def post_copy(inputs: Inputs) -> Forecast:
 def non_live(inputs: Inputs) -> Forecast:
     copy = _first_pass_seconds(inputs) + inputs.overheads.switchover_seconds
     return Forecast(Strategy.NON_LIVE, converges=True,
-                    duration_seconds=inputs.overheads.setup_seconds + copy,
+                    duration_seconds=inputs.overheads.setup_seconds + copy + inputs.overheads.finish_seconds,
                     downtime_seconds=copy, passes=1)
 
 

@@ -154,7 +154,8 @@ def expected_bytes(measured: Measured, chosen: Forecast) -> int | None:
     if link is None or chosen.duration_seconds is None:
         return None
     # The strategy's time on the wire at the link rate is its bytes.
-    wire = chosen.duration_seconds - Overheads().setup_seconds
+    fixed = Overheads()
+    wire = chosen.duration_seconds - fixed.setup_seconds - fixed.finish_seconds
     return max(measured.in_use.bytes, int(wire * link))
 
 

@@ -1,4 +1,5 @@
-"""Pure: whether a move in flight is still the one wanted, or should be cancelled.
+"""Pure: whether a move in flight is still the one wanted, or should be cancelled, and whether
+a changed policy can apply to it as it runs.
 
 The spec or the fleet can change while a job runs: the target set back to
 the host the VM still runs on, the target Hypervisor deleted, a new target
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from vmmigration.core.model import OnTimeout, Policy
 from vmmigration.core.scheduling import HypervisorView
 from vmmigration.core.spec import Desired
 
@@ -69,3 +71,24 @@ def _elsewhere(*, new: str, source: str, target: str, eta_seconds: float | None)
     return Replan(True, f"the VM is now wanted on {new}: finishing the move to {target} would cost "
                         f"{rest} more and a second move with its downtime; cancelled it to go "
                         f"there directly from {source}")
+
+
+# What libvirt lets a running job change (the link's cap, the switch-over limit),
+# and what only the monitor reads (timeouts, when and how to escalate).
+_LIVE_FIELDS = frozenset({
+    "bandwidth_mib_per_s", "max_downtime_ms", "progress_timeout_seconds",
+    "completion_timeout_seconds_per_gib", "hard_timeout_seconds", "escalation",
+    "over_downtime_budget", "on_timeout"})
+
+
+def retunable(*, running: Policy, wanted: Policy, post_copy_allowed: bool) -> bool:
+    """Whether a running job can follow ``wanted`` instead of ``running``.
+
+    Parallel connections, compression, auto-converge and peer-to-peer are fixed
+    when the job starts; so is post-copy: a job started without it cannot switch.
+    """
+    changed = {f.name for f in dataclasses.fields(Policy)
+               if getattr(running, f.name) != getattr(wanted, f.name)}
+    if not changed <= _LIVE_FIELDS:
+        return False
+    return wanted.on_timeout is not OnTimeout.POST_COPY or post_copy_allowed

@@ -20,8 +20,16 @@ from vmmigration.core import plans
 from vmmigration.core import strategy as strategies
 from vmmigration.core.config import Settings
 from vmmigration.core.errors import VirtError
-from vmmigration.core.model import EffectiveMode, MigrationRequest, MigrationResult, Mode, Update
-from vmmigration.core.replan import replan
+from vmmigration.core.model import (
+    EffectiveMode,
+    MigrationRequest,
+    MigrationResult,
+    Mode,
+    OnTimeout,
+    Policy,
+    Update,
+)
+from vmmigration.core.replan import replan, retunable
 from vmmigration.core.reasons import Reason, classify_check
 from vmmigration.core.spec import Desired, SpecError, parse_vmmigration
 from vmmigration.service.engine import (
@@ -50,6 +58,18 @@ class Control:
     detach: threading.Event = dataclasses.field(default_factory=threading.Event)
     latest: Update | None = None
     replanned: str | None = None  # why the move was cancelled as no longer wanted
+    # The spec generation and the user's policy the job follows; a policy changed
+    # since, waiting for the monitor to apply it (handed over once).
+    generation: int | None = None
+    policy: Policy | None = None
+    retune: Policy | None = None
+    refused: int | None = None  # a generation whose change the job cannot follow (said once)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def take_retune(self) -> Policy | None:
+        with self.lock:
+            wanted, self.retune = self.retune, None
+            return wanted
 
 
 class Driver:
@@ -104,11 +124,20 @@ class Driver:
                           now=self.clock(), plan=plan, generation=generation)
 
     async def run(self, command: fx.Start, *, key: str, body: Any, desired: Desired,
-                  stopped: Stopped, progressed: Callable[[fx.Effects], Awaitable[None]]) -> fx.Effects | None:
+                  stopped: Stopped, progressed: Callable[[fx.Effects], Awaitable[None]],
+                  generation: int | None = None) -> fx.Effects | None:
         """Start (or adopt) and watch the migration; the Effects of its end, or None when
-        this process let go of a job that keeps running."""
+        this process let go of a job that keeps running. ``generation``: the spec
+        generation the job is started for; its status claims no newer one it does not follow."""
+        control = self.controls[key] = Control(generation=generation, policy=desired.policy)
+        ended = await self._run(command, key=key, body=body, desired=desired, stopped=stopped,
+                                progressed=progressed, control=control)
+        return None if ended is None else dataclasses.replace(ended, generation=control.generation)
+
+    async def _run(self, command: fx.Start, *, key: str, body: Any, desired: Desired,
+                   stopped: Stopped, progressed: Callable[[fx.Effects], Awaitable[None]],
+                   control: Control) -> fx.Effects | None:
         source, target, attempts = command.source, command.target, command.attempts
-        control = self.controls[key] = Control()
         self.fleet.limiter.running(key, running=True)
         operation = "adopt" if command.adopt else "migrate"
 
@@ -124,7 +153,8 @@ class Driver:
                     request = dataclasses.replace(request, mode=execution.mode, policy=execution.policy)
                 call = functools.partial(self.engine.adopt, request)
             else:
-                call = functools.partial(self.engine.migrate, request, planned=command.plan)
+                call = functools.partial(self.engine.migrate, request, planned=command.plan,
+                                         retune=control.take_retune)
             task = asyncio.ensure_future(asyncio.to_thread(call, on_update=on_update,
                                                            cancel=control.cancel,
                                                            detach=control.detach))
@@ -150,13 +180,17 @@ class Driver:
                 latest = control.latest
                 if not control.cancel.is_set():
                     self._replan(key, control, spec=spec, source=source, target=target)
+                    self._follow(key, control, started=desired, spec=spec,
+                                 generation=int(body["metadata"].get("generation") or 0),
+                                 post_copy=self._post_copy_allowed(command, desired))
                 if latest is not None:
                     self.metrics.sample(key, latest.progress, percent=latest.percent)
                 if (latest is not None and latest is not written
                         and self.clock() - last_write >= self.settings.progress_interval_seconds):
                     written, last_write = latest, self.clock()
                     try:
-                        await progressed(fx.progressed(latest))
+                        await progressed(dataclasses.replace(fx.progressed(latest),
+                                                             generation=control.generation))
                     except Exception as error:  # progress is best effort; the outcome is not
                         # One line, no traceback: the API's message spans lines and is not ours.
                         log.debug("%s: progress not written (%s)", key, type(error).__name__)
@@ -222,6 +256,37 @@ class Driver:
             log.info("%s: %s", key, verdict.why)
             control.replanned = verdict.why
             control.cancel.set()
+
+    @staticmethod
+    def _post_copy_allowed(command: fx.Start, desired: Desired) -> bool:
+        policy = command.plan.execution(desired.policy).policy if command.plan else desired.policy
+        return policy.on_timeout is OnTimeout.POST_COPY
+
+    @staticmethod
+    def _follow(key: str, control: Control, *, started: Desired, spec: Any, generation: int,
+                post_copy: bool) -> None:
+        """A newer spec that changes only what the running job can take on: hand its policy
+        to the monitor, and the status may then claim that generation. Anything else a
+        newer spec changes applies to the next move, and the claim stays where it was."""
+        if control.generation is None or generation == control.generation or control.policy is None:
+            return
+        try:
+            now = parse_vmmigration(spec)
+        except SpecError:
+            return
+        if dataclasses.replace(now, policy=started.policy) != started:
+            return
+        if now.policy != control.policy:
+            if not retunable(running=control.policy, wanted=now.policy, post_copy_allowed=post_copy):
+                if control.refused != generation:
+                    control.refused = generation
+                    log.info("%s: the changed policy cannot apply to the running job; it "
+                             "applies to the next move", key)
+                return
+            with control.lock:
+                control.retune = now.policy
+            control.policy = now.policy
+        control.generation = generation
 
     def cancel(self, key: str) -> None:
         control = self.controls.get(key)

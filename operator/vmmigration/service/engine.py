@@ -28,6 +28,7 @@ from vmmigration.core.model import (
     MigrationResult,
     Mode,
     PauseReason,
+    Policy,
     PowerState,
     Update,
     display_uri,
@@ -142,16 +143,25 @@ class Engine:
         cancel: threading.Event | None = None,
         detach: threading.Event | None = None,
         planned: MovePlan | None = None,
+        retune: Callable[[], Policy | None] | None = None,
     ) -> MigrationResult:
-        """Run the move; ``planned`` is check()'s plan (made here when not given)."""
+        """Run the move; ``planned`` is check()'s plan (made here when not given).
+        ``retune()`` returns, once, a policy the user changed while the job runs."""
         with self._connected(request) as (source, target):
             plan = planning.plan(request, source=source, target=target)
             if planned is None:
                 planned = plan_move(request, source=source, domain=plan.domain, measurer=self.measurer)
             resolved, plan = self._resolved(request, plan, planned)
+            chosen = planned
+
+            def retuned() -> Policy | None:
+                wanted = retune() if retune is not None else None
+                # The strategy's own settings (the hybrid's suspend, …) hold over the user's.
+                return chosen.execution(wanted).policy if wanted is not None else None
+
             return self._run(resolved, plan, source=source, target=target, on_update=on_update,
                              cancel=cancel or threading.Event(), detach=detach,
-                             expectation=planned.expectation(request.policy))
+                             expectation=planned.expectation(request.policy), retune=retuned)
 
     def adopt(
         self,
@@ -241,6 +251,7 @@ class Engine:
         cancel: threading.Event,
         detach: threading.Event | None = None,
         expectation: Expectation | None = None,
+        retune: Callable[[], Policy | None] | None = None,
     ) -> MigrationResult:
         name = request.domain
         policy = request.policy
@@ -290,6 +301,7 @@ class Engine:
             on_update=on_update,
             detach=detach,
             expectation=expectation,
+            retune=retune,
         )
         mode, last = outcome.mode, outcome.last
         duration = time.monotonic() - started
@@ -314,14 +326,15 @@ class Engine:
                first_pass_bytes: int | None) -> None:
         """What the move measured, for the next plans: memory in use, the link's rate."""
         final = result.final
-        if first_pass_bytes is None and (plan.mode is Mode.NON_LIVE
-                                         or (final is not None and final.iteration <= 2)):
+        if result.mode is EffectiveMode.POST_COPY or final is None:
+            # Post-copy leaves no final statistics, and its passes are cut short:
+            # it tells neither the memory in use nor the link's rate.
+            return
+        if first_pass_bytes is None and (plan.mode is Mode.NON_LIVE or final.iteration <= 2):
             # Paused, or done in one pass: every byte sent was a page in use, once.
             first_pass_bytes = result.bytes_transferred or None
-        copy = (final.elapsed_seconds if final else result.duration_seconds)
-        rate = result.bytes_transferred / copy if copy > 0 and result.bytes_transferred else None
-        if final is not None and final.transfer_rate_bytes_per_s > 0:
-            rate = float(final.transfer_rate_bytes_per_s)
+        # QEMU's own average over the copy (setup excluded); nothing else is the link's.
+        rate = float(final.transfer_rate_bytes_per_s) or None
         cap = request.policy.bandwidth_mib_per_s
         self.measurer.moved(plan.domain, source_uri=request.source_uri, target_uri=request.target_uri,
                             first_pass_bytes=first_pass_bytes, link_bytes_per_s=rate,

@@ -44,16 +44,13 @@ class StatusWriter:
     def forget(self, key: str) -> None:
         self._statuses.pop(key, None)
 
-    async def write(self, key: str, body: Any, effects: fx.Effects, *, now: float,
-                    generation: int | None = None) -> None:
-        """``generation``: the spec generation the status describes, when not the object's
-        own (a running job follows the spec it was started for, not a newer one)."""
+    async def write(self, key: str, body: Any, effects: fx.Effects, *, now: float) -> None:
         if effects.phase is None:
             return
         previous = self.previous(key, body)
         new = status.compose(previous=previous, phase=effects.phase,
-                             generation=_generation(body) if generation is None else generation,
-                             now=now,
+                             generation=(_generation(body) if effects.generation is None
+                                         else effects.generation), now=now,
                              wanted=effects.conditions, fields=effects.fields)
         patch = status.merge_patch(previous, new)
         if not patch:
@@ -150,11 +147,9 @@ class Loop:
             # Taken before the first await, so no other loop can take the same slot.
             assert isinstance(command, (fx.Validate, fx.Start))
             self.fleet.limiter.hold(key, source=command.source, target=command.target)
-        followed: int | None = None  # the generation a job that just ran was started for
         try:
             while True:
-                await self._apply(effects, key=key, body=body, generation=followed)
-                followed = None
+                await self._apply(effects, key=key, body=body)
                 command = effects.command
                 if desired is None or not isinstance(command, (fx.Validate, fx.Start)):
                     return effects.idle
@@ -169,20 +164,19 @@ class Loop:
                                   else _observed(self.writer.previous(key, body)))
 
                 async def progressed(update: fx.Effects) -> None:
-                    await self.writer.write(key, body, update, now=self.clock(),
-                                            generation=job_generation)
+                    await self.writer.write(key, body, update, now=self.clock())
 
                 ended = await self.driver.run(command, key=key, body=body, desired=desired,
-                                              stopped=stopped, progressed=progressed)
+                                              stopped=stopped, progressed=progressed,
+                                              generation=job_generation)
                 if ended is None:  # left running for the next operator
                     return False
-                effects, followed = ended, job_generation
+                effects = ended
         finally:
             if holds:
                 self.fleet.free(key)
 
-    async def _apply(self, effects: fx.Effects, *, key: str, body: Any,
-                     generation: int | None = None) -> None:
+    async def _apply(self, effects: fx.Effects, *, key: str, body: Any) -> None:
         """Everything but the command: re-probes, the one status write, Events, metric flags."""
         if effects.queued is True:
             self.fleet.limiter.queue(key)
@@ -197,7 +191,7 @@ class Loop:
             self.metrics.set_drift(key, drifted=effects.drifted)
         if effects.reprobe:
             await self.probes.reprobe(*effects.reprobe)
-        await self.writer.write(key, body, effects, now=self.clock(), generation=generation)
+        await self.writer.write(key, body, effects, now=self.clock())
         for event in effects.events:
             self.post_event(body, type=event.type, reason=event.reason, message=event.message)
 

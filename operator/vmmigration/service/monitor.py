@@ -47,6 +47,19 @@ def quietly(action: Callable[[], None]) -> bool:
         return False
 
 
+def _retune(source: LibvirtHost, name: str, *, running: Policy, wanted: Policy) -> str:
+    """Apply to the job what libvirt can change while it runs; say what changed."""
+    said = []
+    if wanted.bandwidth_mib_per_s != running.bandwidth_mib_per_s and quietly(
+            lambda: source.set_bandwidth(name, mib_per_s=wanted.bandwidth_mib_per_s)):
+        said.append(f"bandwidth {wanted.bandwidth_mib_per_s or 'unlimited'}"
+                    + (" MiB/s" if wanted.bandwidth_mib_per_s else ""))
+    if wanted.max_downtime_ms != running.max_downtime_ms and wanted.max_downtime_ms and quietly(
+            lambda: source.set_max_downtime(name, milliseconds=wanted.max_downtime_ms)):
+        said.append(f"max downtime {wanted.max_downtime_ms} ms")
+    return "the changed policy applies to the running job" + (f": {', '.join(said)}" if said else "")
+
+
 def watch_job(
     *,
     source: LibvirtHost,
@@ -60,6 +73,7 @@ def watch_job(
     on_update: Callable[[Update], None] | None,
     detach: threading.Event | None = None,
     expectation: Expectation | None = None,
+    retune: Callable[[], Policy | None] | None = None,
 ) -> Outcome:
     """Poll the source's job until ``wait_for_end`` says it is over, escalating by policy.
 
@@ -94,6 +108,11 @@ def watch_job(
                 downtime_set = quietly(
                     lambda: source.set_max_downtime(name, milliseconds=policy.max_downtime_ms)
                 )
+        retuned = None
+        wanted = retune() if retune is not None else None
+        if wanted is not None:
+            retuned = _retune(source, name, running=policy, wanted=wanted)
+            policy = wanted
         # decide
         watch = convergence.observe(watch, sample)
         interval = convergence.poll_seconds(progress, default=poll_interval_seconds)
@@ -131,6 +150,7 @@ def watch_job(
                     "for it (the VM runs on the target, its missing pages on hold)")
             elif waiting_for_link and not stalled:
                 note, waiting_for_link = "the link carries data again; post-copy goes on", None
+        note = note or retuned
         if note:
             log.info("migration of %s: %s", name, note)
         percent = convergence.percent_done(

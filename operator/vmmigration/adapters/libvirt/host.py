@@ -39,6 +39,9 @@ from vmmigration.core.model import (
 from vmmigration.core.planner import MigrationFlags
 from vmmigration.core.prechecks import CpuVerdict
 
+UNLIMITED_MIB_PER_S = (2**63 - 1) >> 20
+
+
 class Host:
     """One libvirt connection, with the verbs vmmigration needs.
 
@@ -302,6 +305,17 @@ class Host:
     def start_post_copy(self, name: str) -> None:
         with translated():
             self._domain(name).migrateStartPostCopy(0)
+
+    def set_bandwidth(self, name: str, *, mib_per_s: int) -> None:
+        """The running job's cap, pre-copy and post-copy alike; 0 lifts it."""
+        # libvirt's own "unlimited" is the largest cap QEMU takes.
+        cap = mib_per_s or UNLIMITED_MIB_PER_S
+        with translated():
+            dom = self._domain(name)
+            dom.migrateSetMaxSpeed(cap, 0)
+            with contextlib.suppress(libvirt.libvirtError):
+                # Refused by a job that cannot switch to post-copy: nothing to cap there.
+                dom.migrateSetMaxSpeed(cap, libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY)
 
     def set_max_downtime(self, name: str, *, milliseconds: int) -> None:
         with translated():
