@@ -116,23 +116,6 @@ class Engine:
             return plan_move(request, source=source, domain=plan.domain, measurer=self.measurer,
                              measure=measure)
 
-    def _resolved(self, request: MigrationRequest, plan: Plan,
-                  planned: MovePlan) -> tuple[MigrationRequest, Plan]:
-        """The request and libvirt plan as the chosen strategy runs them."""
-        if planned.strategy is None:
-            raise PrecheckFailed([Finding("DowntimeBudget", planned.why)])
-        execution = planned.execution(request.policy)
-        if (execution.mode, execution.policy) == (plan.mode, request.policy):
-            return request, plan
-        resolved = dataclasses.replace(request, mode=execution.mode, policy=execution.policy)
-        try:
-            flags = planner.migration_flags(mode=execution.mode, domain=plan.domain,
-                                            policy=execution.policy, storage=request.storage,
-                                            persistence=request.persistence)
-        except planner.PlanError as error:
-            raise PrecheckFailed([Finding(error.reason, str(error))]) from error
-        return resolved, dataclasses.replace(plan, mode=execution.mode, flags=flags)
-
     # ---- the migration ----------------------------------------------------
 
     def migrate(
@@ -151,7 +134,7 @@ class Engine:
             plan = planning.plan(request, source=source, target=target)
             if planned is None:
                 planned = plan_move(request, source=source, domain=plan.domain, measurer=self.measurer)
-            resolved, plan = self._resolved(request, plan, planned)
+            resolved, plan = planning.resolved(request, plan, planned)
             chosen = planned
 
             def retuned() -> Policy | None:
@@ -319,26 +302,9 @@ class Engine:
                                 target=target, last=last, found=found) from failure[0]
         result = self._settle(request, plan, mode=mode, last=last, duration=duration,
                               source=source, target=target, on_update=on_update)
-        self._learn(request, plan, result=result, first_pass_bytes=outcome.first_pass_bytes)
+        self.measurer.learn(request, plan.domain, live=plan.mode is not Mode.NON_LIVE, result=result,
+                            first_pass_bytes=outcome.first_pass_bytes)
         return result
-
-    def _learn(self, request: MigrationRequest, plan: Plan, *, result: MigrationResult,
-               first_pass_bytes: int | None) -> None:
-        """What the move measured, for the next plans: memory in use, the link's rate."""
-        final = result.final
-        if result.mode is EffectiveMode.POST_COPY or final is None:
-            # Post-copy leaves no final statistics, and its passes are cut short:
-            # it tells neither the memory in use nor the link's rate.
-            return
-        if first_pass_bytes is None and (plan.mode is Mode.NON_LIVE or final.iteration <= 2):
-            # Paused, or done in one pass: every byte sent was a page in use, once.
-            first_pass_bytes = result.bytes_transferred or None
-        # QEMU's own average over the copy (setup excluded); nothing else is the link's.
-        rate = float(final.transfer_rate_bytes_per_s) or None
-        cap = request.policy.bandwidth_mib_per_s
-        self.measurer.moved(plan.domain, source_uri=request.source_uri, target_uri=request.target_uri,
-                            first_pass_bytes=first_pass_bytes, link_bytes_per_s=rate,
-                            cap_bytes_per_s=cap * 1024 * 1024 if cap else None)
 
     def _settle(self, request: MigrationRequest, plan: Plan, *, mode: EffectiveMode,
                 last: JobProgress | None, duration: float, source: LibvirtHost, target: LibvirtHost,

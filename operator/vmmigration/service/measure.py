@@ -28,7 +28,15 @@ from collections.abc import Callable
 from vmmigration.core import dirtyrate
 from vmmigration.core.dirtyrate import DirtyRate, Reading
 from vmmigration.core.errors import VirtError
-from vmmigration.core.model import MIB, DomainSummary, Policy, display_uri
+from vmmigration.core.model import (
+    MIB,
+    DomainSummary,
+    EffectiveMode,
+    MigrationRequest,
+    MigrationResult,
+    Policy,
+    display_uri,
+)
 from vmmigration.core.plans import (
     IN_USE_LAST_MOVE,
     IN_USE_MEMORY,
@@ -125,6 +133,24 @@ class Measurer:
         return statistics.median(rates) if rates else None
 
     # ---- what a move taught us ----------------------------------------------
+
+    def learn(self, request: MigrationRequest, domain: DomainSummary, *, live: bool,
+              result: MigrationResult, first_pass_bytes: int | None) -> None:
+        """What a move that succeeded measured, for the next plans: memory in use, the link."""
+        final = result.final
+        if result.mode is EffectiveMode.POST_COPY or final is None:
+            # Post-copy leaves no final statistics, and its passes are cut short:
+            # it tells neither the memory in use nor the link's rate.
+            return
+        if first_pass_bytes is None and (not live or final.iteration <= 2):
+            # Paused, or done in one pass: every byte sent was a page in use, once.
+            first_pass_bytes = result.bytes_transferred or None
+        cap = request.policy.bandwidth_mib_per_s
+        # QEMU's own average over the copy (setup excluded); nothing else is the link's.
+        self.moved(domain, source_uri=request.source_uri, target_uri=request.target_uri,
+                   first_pass_bytes=first_pass_bytes,
+                   link_bytes_per_s=float(final.transfer_rate_bytes_per_s) or None,
+                   cap_bytes_per_s=cap * MIB if cap else None)
 
     def moved(self, domain: DomainSummary, *, source_uri: str, target_uri: str,
               first_pass_bytes: int | None, link_bytes_per_s: float | None,

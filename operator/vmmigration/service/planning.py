@@ -10,6 +10,7 @@ import dataclasses
 
 from vmmigration.core import planner, prechecks
 from vmmigration.core.model import DiskImage, DomainSummary, MigrationRequest, Mode, Storage, display_uri
+from vmmigration.core.plans import MovePlan
 from vmmigration.core.prechecks import Finding
 from vmmigration.service.ports import LibvirtHost
 
@@ -87,3 +88,21 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
     # incremental copy needs the top image there already, on its backing.
     precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()
     return Plan(mode=mode, flags=flags, domain=domain, precreate=precreate)
+
+
+def resolved(request: MigrationRequest, plan: Plan, planned: MovePlan) -> tuple[MigrationRequest, Plan]:
+    """The request and libvirt plan as the chosen strategy runs them (Auto's choice can
+    change the mode and the policy); PrecheckFailed when no strategy fits the budget."""
+    if planned.strategy is None:
+        raise PrecheckFailed([Finding("DowntimeBudget", planned.why)])
+    execution = planned.execution(request.policy)
+    if (execution.mode, execution.policy) == (plan.mode, request.policy):
+        return request, plan
+    try:
+        flags = planner.migration_flags(mode=execution.mode, domain=plan.domain,
+                                        policy=execution.policy, storage=request.storage,
+                                        persistence=request.persistence)
+    except planner.PlanError as error:
+        raise PrecheckFailed([Finding(error.reason, str(error))]) from error
+    return (dataclasses.replace(request, mode=execution.mode, policy=execution.policy),
+            dataclasses.replace(plan, mode=execution.mode, flags=flags))
