@@ -51,8 +51,9 @@ class Overheads:
     # (0.56 s median over 34 moves; libvirt's own setup_time, a few ms, misses it).
     setup_seconds: float = 0.6
     # After QEMU is done and the guest runs on the target: libvirt's finish and
-    # confirm phases (1.2 to 2.0 s). Part of the move's time, not of its downtime.
-    finish_seconds: float = 1.7
+    # confirm phases, as the engine's clock sees them (1.3 s; 1.2 to 2.0 s around a
+    # bare migrateToURI3). Part of the move's time, not of its downtime.
+    finish_seconds: float = 1.3
     # The guest paused at the switch: device state, the last sync, the restart (16–46 ms).
     switchover_seconds: float = 0.03
     # Scanning zero pages (sent as markers, not content) runs at memory speed.
