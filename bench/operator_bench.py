@@ -8,6 +8,8 @@ with the operator running as its own process under its ServiceAccount:
 2. ``kubectl apply`` → ``phase: Placed`` against a bare ``migrateToURI3`` with
    the same flags, on the same guest. The two take turns and swap directions
    each round, so each sees both hosts as source.
+3. The same with ``mode: Auto``: what measuring and planning add to a move
+   (the first measures the guest; later ones within five minutes reuse it).
 
 Prints medians and ratios. A script, not a test: nothing here asserts speed.
 
@@ -55,12 +57,12 @@ def hypervisors(box: Sandbox) -> str:
 
 
 def by_operator(plane: ControlPlane, api: kubernetes.client.CustomObjectsApi, *, domain: str,
-                source_uri: str, target: str, round_no: int) -> tuple[float, float]:
+                source_uri: str, target: str, round_no: int, mode: str = "Live") -> tuple[float, float]:
     """(reaction seconds, apply → Placed seconds)."""
-    name = f"bench-{round_no}"
+    name = f"bench-{mode.lower()}-{round_no}"
     manifest = {"apiVersion": "vmmigration.dev/v1alpha1", "kind": "VMMigration",
                 "metadata": {"name": name, "namespace": "default"},
-                "spec": {"domain": domain, "targetHypervisor": target, "mode": "Live"}}
+                "spec": {"domain": domain, "targetHypervisor": target, "mode": mode}}
     with Host(source_uri) as source:
         started = time.monotonic()
         plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
@@ -143,9 +145,10 @@ def main() -> None:
         reactions: list[float] = []
         placed: list[float] = []
         raw: list[float] = []
+        auto: list[float] = []
         here = 0  # index of the host the guest is on
         for round_no in range(args.rounds):
-            for turn in (("operator", "raw") if round_no % 2 == 0 else ("raw", "operator")):
+            for turn in (("operator", "raw", "auto") if round_no % 2 == 0 else ("raw", "operator", "auto")):
                 there = 1 - here
                 # The operator must see where the guest is before it is asked to move it.
                 time.sleep(PROBE_SECONDS * 2.5)
@@ -155,6 +158,9 @@ def main() -> None:
                                                  target=NAMES[there], round_no=round_no)
                     reactions.append(reaction)
                     placed.append(wall)
+                elif turn == "auto":
+                    auto.append(by_operator(plane, api, domain=domain, source_uri=box.hosts[here].uri,
+                                            target=NAMES[there], round_no=round_no, mode="Auto")[1])
                 else:
                     raw.append(by_raw_libvirt(domain=domain, source_uri=box.hosts[here].uri,
                                               target_uri=box.hosts[there].uri))
@@ -181,6 +187,9 @@ def main() -> None:
     print(f"{'raw migrateToURI3 (same flags)':<44}{med(raw):>10.2f}{min(raw):>8.2f}{max(raw):>8.2f}")
     print(f"apply -> Placed / raw: {med(placed) / med(raw):.2f}x "
           f"(+{med(placed) - med(raw):.2f} s per migration)")
+    print(f"{'mode Auto: kubectl apply -> Placed':<44}{med(auto):>10.2f}{min(auto):>8.2f}{max(auto):>8.2f}")
+    print(f"what Auto's planning adds to a Live move: median +{med(auto) - med(placed):.2f} s, "
+          f"first (measuring) +{auto[0] - med(placed):.2f} s")
     print(f"guest: {health}")
     print()
     print(f"API writes during the run ({wall:.0f} s, {args.rounds} operator migrations, "
