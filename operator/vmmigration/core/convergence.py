@@ -268,9 +268,10 @@ def good_moment_to_suspend(*, watch: Watch, progress: JobProgress, policy: Polic
 FINE_POLL_SECONDS = 0.1
 
 
-def poll_seconds(progress: JobProgress | None, *, default: float) -> float:
-    """How long to wait for the next sample: finely when a pass is about to end."""
-    if progress is None or progress.transfer_rate_bytes_per_s <= 0:
+def poll_seconds(progress: JobProgress | None, *, default: float, fine: bool = True) -> float:
+    """How long to wait for the next sample: finely when a pass is about to end and
+    ``fine`` (something waits for that moment); each sample costs the copy a little."""
+    if not fine or progress is None or progress.transfer_rate_bytes_per_s <= 0:
         return default
     left = progress.data_remaining / progress.transfer_rate_bytes_per_s
     return min(default, FINE_POLL_SECONDS) if left <= 2 * default else default

@@ -115,11 +115,14 @@ def watch_job(
             policy = wanted
         # decide
         watch = convergence.observe(watch, sample)
-        interval = convergence.poll_seconds(progress, default=poll_interval_seconds)
         verdict = convergence.decide(
             policy=policy, watch=watch, progress=sample, abort_requested=cancel.is_set(),
             expectation=expectation,
         )
+        # Each sample is a query to QEMU's monitor, which slows a TCG guest's copy:
+        # poll finely only while a suspend waits for a pass to end.
+        waiting = verdict.decision is Decision.CONTINUE and verdict.trigger is Trigger.FORECAST
+        interval = convergence.poll_seconds(progress, default=poll_interval_seconds, fine=waiting)
         # act
         note = None
         if verdict.decision is Decision.SUSPEND_SOURCE:
