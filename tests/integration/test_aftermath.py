@@ -12,7 +12,15 @@ import time
 
 import pytest
 
-from vmmigration.core.model import EffectiveMode, JobProgress, MigrationRequest, OnTimeout, Policy, PowerState
+from vmmigration.core.model import (
+    EffectiveMode,
+    JobProgress,
+    MigrationRequest,
+    Mode,
+    OnTimeout,
+    Policy,
+    PowerState,
+)
 from vmmigration.core.location import Location
 from vmtestbed.daemons import Daemon
 from vmmigration.service import aftermath
@@ -82,7 +90,7 @@ def test_a_restarted_process_adopts_the_orphaned_job_and_escalates_it_to_complet
 ) -> None:
     # Cannot converge: the dead client's escalation died with it.
     vm = boot(name, dirty_mib=48, dirty_rate_mib=48)
-    crash_mid_migration(name, source_host, target_host, source, "--bandwidth", "8",
+    crash_mid_migration(name, source_host, target_host, source, "--mode", "live", "--bandwidth", "8",
                         "--progress-timeout", "0", "--completion-timeout-per-gib", "0")
 
     # A second migration is refused while the orphan still moves the VM.
@@ -122,6 +130,7 @@ def test_a_detached_watch_lets_go_without_touching_the_job_and_an_adopter_finish
     detach = threading.Event()
     raised: list[BaseException] = []
     request = MigrationRequest(domain=name, source_uri=source_host.uri, target_uri=target_host.uri,
+                               mode=Mode.LIVE,
                                policy=Policy(bandwidth_mib_per_s=8, progress_timeout_seconds=3,
                                              on_timeout=OnTimeout.ABORT))
 

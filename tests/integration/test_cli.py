@@ -38,8 +38,9 @@ def test_ctrl_c_aborts_the_migration_and_the_vm_keeps_running_on_the_source(
 ) -> None:
     vm = boot(name, dirty_mib=48, dirty_rate_mib=48)
     client = subprocess.Popen(
-        cli("migrate", name, "--from", source_host.uri, "--to", target_host.uri, "--bandwidth", "8",
-            "--progress-timeout", "0", "--completion-timeout-per-gib", "0", "--hard-timeout", "120"),
+        cli("migrate", name, "--from", source_host.uri, "--to", target_host.uri, "--mode", "live",
+            "--bandwidth", "8", "--progress-timeout", "0", "--completion-timeout-per-gib", "0",
+            "--hard-timeout", "120"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30

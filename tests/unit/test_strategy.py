@@ -49,10 +49,16 @@ def test_auto_chooses_live_when_it_fits_else_the_quickest_allowed_fallback_that_
 
 
 def test_a_guest_no_allowed_strategy_can_move_within_the_budget_is_blocked_with_the_numbers() -> None:
-    plan = plans.make(requested=Mode.AUTO, policy=Policy(on_timeout=OnTimeout.SUSPEND), measured=BUSY)
+    plan = plans.make(requested=Mode.AUTO, policy=Policy(), measured=BUSY)
     assert plan.strategy is None and not plan.within_budget
-    assert "Hybrid pauses 6.0 s" in plan.why and "NonLive" in plan.why and "300 ms" in plan.why
-    assert "overDowntimeBudget" in plan.why
+    assert "NonLive pauses 12.0 s" in plan.why and "300 ms" in plan.why, plan.why
+    assert "onTimeout: Suspend" in plan.why and "overDowntimeBudget" in plan.why
+
+
+def test_asking_for_the_hybrid_accepts_its_pause_over_the_budget() -> None:
+    plan = plans.make(requested=Mode.AUTO, policy=Policy(on_timeout=OnTimeout.SUSPEND), measured=BUSY)
+    assert plan.strategy is Strategy.HYBRID and not plan.within_budget
+    assert "least downtime" in plan.why
 
 
 def test_an_explicit_mode_is_kept_as_asked_and_still_forecast() -> None:

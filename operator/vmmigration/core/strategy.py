@@ -11,8 +11,10 @@ explicit mode is kept as asked and only forecast. The rule a user can predict:
 - the hybrid is a fallback when ``onTimeout`` is Suspend, post-copy when it is
   PostCopy: the same opt-ins that let a live move escalate;
 - NonLive is a fallback too; it fits a budget only for a copy shorter than it;
-- nothing fits: Blocked with the numbers, unless ``overDowntimeBudget`` is
-  LeastDowntime, which takes the least downtime.
+- nothing fits: the least downtime when the policy accepts exceeding the budget,
+  that is ``overDowntimeBudget: LeastDowntime``, or ``onTimeout: Suspend``
+  (a suspend always pauses longer than a switch-over: asking for it accepts
+  that); otherwise Blocked with the numbers.
 """
 
 from __future__ import annotations
@@ -91,12 +93,13 @@ def choose(forecasts: tuple[Forecast, ...], *, requested: Mode, policy: Policy,
                       f"within the downtime budget of {_seconds(budget)}{why_not}", forecasts)
     least = min(candidates, key=lambda f: (f.downtime_seconds or 0.0, f.duration_seconds or 0.0))
     numbers = ", ".join(f"{f.strategy.value} pauses {_seconds(f.downtime_seconds)}" for f in candidates)
-    if over_budget is OverBudget.LEAST_DOWNTIME:
+    if over_budget is OverBudget.LEAST_DOWNTIME or policy.on_timeout is OnTimeout.SUSPEND:
         return Choice(least.strategy, f"{least.strategy.value}: least downtime "
                       f"({_seconds(least.downtime_seconds)}); none fits the budget of "
                       f"{_seconds(budget)} ({numbers})", forecasts, within_budget=False)
     return Choice(None, f"no allowed strategy fits the downtime budget of {_seconds(budget)}: "
-                  f"{numbers}; raise policy.maxDowntimeMs, allow another strategy, or set "
+                  f"{numbers}; raise policy.maxDowntimeMs, allow the hybrid (onTimeout: Suspend) or "
+                  "post-copy (onTimeout: PostCopy), or set "
                   "policy.overDowntimeBudget: LeastDowntime", forecasts, within_budget=False)
 
 
