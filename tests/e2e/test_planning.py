@@ -29,7 +29,8 @@ def test_an_auto_vmmigration_shows_its_plan_in_status_before_the_move_starts(
     assert plan.get("strategy") == "Live", plan
     assert plan["requestedMode"] == "Auto" and plan["withinBudget"] is True
     inputs = plan["inputs"]
-    assert inputs["linkSource"] == "PolicyCap" and inputs["linkBytesPerSecond"] == 16 * 2**20
+    # QEMU moves about 1.10x the cap it is given; the plan expects that pace.
+    assert inputs["linkSource"] == "PolicyCap" and inputs["linkBytesPerSecond"] == int(16 * 2**20 * 1.10)
     assert "dirtyRateBytesPerSecond" in inputs and inputs["dirtyRatePeriodsSeconds"]
     assert {c["strategy"] for c in plan["candidates"]} == {
         "Live", "LiveAutoConverge", "PostCopy", "Hybrid", "NonLive"}
