@@ -33,6 +33,8 @@ def test_the_demo_moves_both_example_vms_under_the_operator_and_tells_the_user_w
         assert all("Placed" in row and "kvm-b" in row for row in rows.values()), happened
         assert "LiveSuspended" in rows["demo-hot"] and "Live " in rows["demo-web"]
         assert happened.count("1 boot, no corruption") == 2, happened
+        # The busy guest was planned by measurement, and the summary sets forecast against actual.
+        assert "demo-hot planned Hybrid: forecast" in happened, happened
         assert "Live/succeeded: 1" in out and "LiveSuspended/succeeded: 1" in out
         assert "export KUBECONFIG=" in out and "/metrics" in out and "make demo-down" in out
     finally:
