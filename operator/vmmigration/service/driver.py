@@ -179,8 +179,13 @@ class Driver:
                     control.cancel.set()
                 latest = control.latest
                 if not control.cancel.is_set():
-                    self._replan(key, control, spec=spec, source=source, target=target)
-                    self._follow(key, control, started=desired, spec=spec,
+                    # The spec as it is now, parsed once for both (None: it no longer parses).
+                    try:
+                        now: Desired | None = parse_vmmigration(spec)
+                    except SpecError:
+                        now = None
+                    self._replan(key, control, now=now, source=source, target=target)
+                    self._follow(key, control, started=desired, now=now,
                                  generation=int(body["metadata"].get("generation") or 0),
                                  post_copy=self._post_copy_allowed(command, desired))
                 if latest is not None:
@@ -241,12 +246,9 @@ class Driver:
         return fx.succeeded(domain=desired.domain, source=source, target=target, result=result,
                             now=self.clock(), plan=command.plan, generation=command.generation)
 
-    def _replan(self, key: str, control: Control, *, spec: Any, source: str, target: str) -> None:
+    def _replan(self, key: str, control: Control, *, now: Desired | None, source: str,
+                target: str) -> None:
         """Cancel the move in flight when it is no longer the one wanted (core.replan)."""
-        try:
-            now = parse_vmmigration(spec)
-        except SpecError:
-            now = None
         latest = control.latest
         verdict = replan(desired=now, source=source, target=target,
                          hypervisors=self.fleet.hypervisors,
@@ -263,16 +265,13 @@ class Driver:
         return policy.on_timeout is OnTimeout.POST_COPY
 
     @staticmethod
-    def _follow(key: str, control: Control, *, started: Desired, spec: Any, generation: int,
-                post_copy: bool) -> None:
+    def _follow(key: str, control: Control, *, started: Desired, now: Desired | None,
+                generation: int, post_copy: bool) -> None:
         """A newer spec that changes only what the running job can take on: hand its policy
         to the monitor, and the status may then claim that generation. Anything else a
         newer spec changes applies to the next move, and the claim stays where it was."""
-        if control.generation is None or generation == control.generation or control.policy is None:
-            return
-        try:
-            now = parse_vmmigration(spec)
-        except SpecError:
+        if (now is None or control.generation is None or generation == control.generation
+                or control.policy is None):
             return
         if dataclasses.replace(now, policy=started.policy) != started:
             return
