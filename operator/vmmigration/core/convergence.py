@@ -61,6 +61,9 @@ class Watch:
     iteration: int = 0
     pass_bytes: int = 0
     previous_pass_bytes: int = 0
+    # The pass in progress was joined midway (a job adopted after a restart):
+    # its size is unknown, so it is never compared with the next one.
+    joined_midway: bool = False
     percent: float = 0.0  # the progress shown so far, which never goes back
     # What the first pass sent (pages that hold data): the guest's memory in use.
     first_pass_bytes: int | None = None
@@ -106,8 +109,12 @@ def observe(watch: Watch, progress: JobProgress) -> Watch:
     if progress.iteration != watch.iteration:
         if progress.iteration >= 2 and watch.first_pass_bytes is None and watch.iteration == 1:
             watch = dataclasses.replace(watch, first_pass_bytes=progress.data_processed)
-        watch = dataclasses.replace(watch, iteration=progress.iteration, pass_bytes=remaining,
-                                    previous_pass_bytes=watch.pass_bytes)
+        # A job first seen in its second pass or later was not watched from the
+        # start of that pass: what it has left is only part of what the pass sends.
+        midway = watch.iteration == 0 and progress.iteration >= 2
+        watch = dataclasses.replace(
+            watch, iteration=progress.iteration, pass_bytes=remaining, joined_midway=midway,
+            previous_pass_bytes=0 if watch.joined_midway else watch.pass_bytes)
     elif remaining > watch.pass_bytes:
         watch = dataclasses.replace(watch, pass_bytes=remaining)
     if watch.best_remaining is None or remaining < watch.best_remaining:
@@ -166,8 +173,11 @@ def cannot_converge(*, watch: Watch, progress: JobProgress, expectation: Expecta
     link = progress.transfer_rate_bytes_per_s
     if link <= 0 or progress.data_total == 0 or watch.in_post_copy:
         return False
-    threshold = link * expectation.max_downtime_seconds
-    if progress.iteration >= 2 and watch.pass_bytes > threshold:
+    # Passes are compared by their first sample, up to a poll late; a pass shorter than
+    # a few polls is sampled at a random point of it, and near convergence, where the
+    # passes shrink slowly towards their floor, that noise reads as a pass that grew.
+    judged = link * max(expectation.max_downtime_seconds, JUDGED_PASS_SECONDS)
+    if progress.iteration >= 2 and watch.pass_bytes > judged:
         if watch.previous_pass_bytes and watch.iteration >= 3 \
                 and watch.pass_bytes >= watch.previous_pass_bytes * SHRINK_NEEDED:
             return True
@@ -189,6 +199,8 @@ def cannot_converge(*, watch: Watch, progress: JobProgress, expectation: Expecta
 
 # A pass must leave at most this share of what it sent to count as converging.
 SHRINK_NEEDED = 0.95
+# Only passes at least this long (at the link's rate) are compared: four polls.
+JUDGED_PASS_SECONDS = 2.0
 
 
 def decide(
