@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from vmmigration.core.memory import parse_timestamp
 from vmtestbed.records import incoming_migrations
 from vmtestbed.testbed import Sandbox
 
@@ -42,6 +43,28 @@ def test_an_auto_vmmigration_shows_its_plan_in_status_before_the_move_starts(
     actual = placed["plan"]["actual"]
     assert actual["durationSeconds"] > 0 and actual["effectiveMode"] == "Live"
     assert running_on(sandbox, name) == ["kvm-b"]
+    watch.assert_kept_running(after=watch.count())
+
+
+def test_an_auto_vmmigration_keeps_its_guests_reading_fresh_so_the_next_plan_does_not_wait_for_one(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str], operator: Operator) -> None:
+    watch = boot(name, dirty_mib=16, dirty_rate_mib=4)
+    # Already where it is wanted: placed without a move, so nothing has measured it yet.
+    vmm(name, domain=name, targetHypervisor="kvm-a")
+    kubectl.wait_phase(name, "Placed", timeout=60)
+    wait_until(lambda: f"renewed the dirty rate of {name} on kvm-a" in operator.tail(3000),
+               timeout=60, what="the background renewal of the guest's reading")
+    time.sleep(1.5)  # past the second of that reading, which status timestamps keep
+    asked_at = time.time()
+    kubectl.patch("vmmigration", name, {"spec": {"targetHypervisor": "kvm-b"}})
+    plan = migrating(kubectl, name, timeout=60).get("plan") or {}
+    # The plan rests on the reading renewed before the user asked: it waited for none.
+    measured = plan["inputs"]["measuredTime"]
+    assert (parse_timestamp(measured) or float("inf")) <= asked_at, plan
+    assert plan["inputs"]["dirtyRatePeriodsSeconds"] == [1.0, 3.0], plan
+    kubectl.wait_phase(name, "Placed", timeout=90)
+    assert running_on(sandbox, name) == ["kvm-b"] and incoming_migrations(sandbox.hosts, name) == 1
     watch.assert_kept_running(after=watch.count())
 
 

@@ -18,10 +18,13 @@ ROUND = Overheads(setup_seconds=1.0, finish_seconds=0.0, switchover_seconds=0.0,
 
 
 def inputs(*, in_use: int = 64, dirty: float = 0, hot: int = 0, link: float = 8, memory: int = 128,
-           downtime: float = 0.3) -> Inputs:
+           downtime: float = 0.3, capped: bool = False,
+           switch_bytes_per_s: float | None = None) -> Inputs:
     return Inputs(memory_bytes=memory * MIB, in_use_bytes=in_use * MIB,
                   dirty_rate_bytes_per_s=dirty * MIB, hot_set_bytes=hot * MIB,
-                  link_bytes_per_s=link * MIB, max_downtime_seconds=downtime, overheads=ROUND)
+                  link_bytes_per_s=link * MIB, max_downtime_seconds=downtime, overheads=ROUND,
+                  capped=capped,
+                  switch_bytes_per_s=switch_bytes_per_s * MIB if switch_bytes_per_s else None)
 
 
 @pytest.mark.parametrize(("given_inputs", "converges", "passes", "duration", "downtime"), [
@@ -53,6 +56,35 @@ def test_the_hybrid_suspends_a_busy_guest_at_the_end_of_its_first_pass() -> None
 def test_post_copy_sends_every_page_once_with_the_guest_on_the_target_from_the_start() -> None:
     result = forecast.post_copy(inputs(dirty=48, hot=48))
     assert (result.duration_seconds, result.downtime_seconds, result.degraded_seconds) == (9.0, 0.0, 8.0)
+
+
+@pytest.mark.parametrize(("dirty", "hot", "copy"), [
+    # 48 MiB touched at 48 MiB/s: all of it on demand within a second, beside the
+    # background's 16 MiB at 8 MiB/s: 2 s.
+    pytest.param(48, 48, 2.0, id="hot-set-all-on-demand"),
+    # 48 MiB touched at 2 MiB/s is slower than the background: both streams share
+    # the 64 MiB for the whole copy, at 8 + 2 MiB/s: 6.4 s.
+    pytest.param(2, 48, 6.4, id="slow-writer-shares-the-copy"),
+    pytest.param(0, 0, 8.0, id="idle-guest-waits-for-nothing"),
+])
+def test_under_a_cap_post_copy_fetches_the_pages_the_guest_touches_beside_the_capped_copy(
+        dirty: float, hot: int, copy: float) -> None:
+    result = forecast.post_copy(inputs(dirty=dirty, hot=hot, capped=True))
+    assert result.degraded_seconds == pytest.approx(copy)
+    assert result.duration_seconds == pytest.approx(copy + 1.0)
+
+
+def test_under_a_cap_the_last_copy_with_the_guest_paused_runs_at_the_wires_rate() -> None:
+    # QEMU flushes what is left past its switch-over threshold regardless of the cap.
+    # Live: 4 MiB rewritten at 32 MiB/s over a 32 MiB/s cap, on a 512 MiB/s wire.
+    busy = inputs(dirty=32, hot=4, link=32, capped=True)
+    assert forecast.live(busy).downtime_seconds == pytest.approx(4 / 32)  # the wire unknown
+    wire = dataclasses.replace(busy, switch_bytes_per_s=512 * MIB)
+    assert forecast.live(wire).downtime_seconds == pytest.approx(4 / 512)
+    # The hybrid: 48 MiB left at the suspend go at the cap down to the threshold
+    # (8 MiB/s × 0.3 s), then at the wire's rate.
+    hot = inputs(dirty=48, hot=48, capped=True, switch_bytes_per_s=512)
+    assert forecast.hybrid(hot).downtime_seconds == pytest.approx((48 - 2.4) / 8 + 2.4 / 512)
 
 
 def test_non_live_pauses_the_guest_for_the_whole_copy() -> None:
@@ -98,7 +130,8 @@ def any_inputs(draw: st.DrawFn) -> Inputs:
     in_use = draw(st.integers(min_value=0, max_value=memory))
     return inputs(memory=memory, in_use=in_use, dirty=draw(rates),
                   hot=draw(st.integers(min_value=0, max_value=in_use)), link=draw(links),
-                  downtime=draw(st.floats(min_value=0.01, max_value=10)))
+                  downtime=draw(st.floats(min_value=0.01, max_value=10)), capped=draw(st.booleans()),
+                  switch_bytes_per_s=draw(st.none() | links))
 
 
 def _strategies(given_inputs: Inputs) -> dict[Strategy, forecast.Forecast]:

@@ -49,6 +49,10 @@ class Settings:
     # migration ends, saying where the VM runs. libvirtd allows its own peer
     # connections the same 30 s.
     libvirt_timeout_seconds: float = 30.0
+    # How often the dirty-rate readings of running guests that Auto VMMigrations manage
+    # are looked at, and renewed before they expire, so an Auto plan rarely waits for
+    # one (0: never; each plan then measures what it lacks).
+    measure_interval_seconds: float = 60.0
     # How often each VMMigration is re-decided even when nothing woke it.
     resync_interval_seconds: float = 30.0
     # The least time between two progress writes of one migration (API load).
@@ -133,6 +137,8 @@ class Settings:
                                          defaults.probe_timeout_seconds, 0.1, 600),
             libvirt_timeout_seconds=number("VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS",
                                            defaults.libvirt_timeout_seconds, 2, 600),
+            measure_interval_seconds=number("VMMIGRATION_MEASURE_INTERVAL_SECONDS",
+                                            defaults.measure_interval_seconds, 0, 3600),
             resync_interval_seconds=number("VMMIGRATION_RESYNC_INTERVAL_SECONDS",
                                            defaults.resync_interval_seconds, 0.5, 3600),
             progress_interval_seconds=number("VMMIGRATION_PROGRESS_INTERVAL_SECONDS",

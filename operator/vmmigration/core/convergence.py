@@ -177,12 +177,14 @@ def cannot_converge(*, watch: Watch, progress: JobProgress, expectation: Expecta
     # a few polls is sampled at a random point of it, and near convergence, where the
     # passes shrink slowly towards their floor, that noise reads as a pass that grew.
     judged = link * max(expectation.max_downtime_seconds, JUDGED_PASS_SECONDS)
-    if progress.iteration >= 2 and watch.pass_bytes > judged:
-        if watch.previous_pass_bytes and watch.iteration >= 3 \
-                and watch.pass_bytes >= watch.previous_pass_bytes * SHRINK_NEEDED:
-            return True
-        if progress.dirty_rate_bytes_per_s >= link * SHRINK_NEEDED:
-            return True  # dirtied faster than sent, even as QEMU undercounts it
+    if progress.iteration >= 3 and watch.previous_pass_bytes and watch.pass_bytes > judged \
+            and watch.pass_bytes >= watch.previous_pass_bytes * SHRINK_NEEDED:
+        return True
+    if progress.iteration >= 2 and watch.pass_bytes > link * expectation.max_downtime_seconds \
+            and progress.dirty_rate_bytes_per_s >= link * SHRINK_NEEDED:
+        # Dirtied faster than sent, even as QEMU undercounts it (it counts each page once
+        # per pass), and over a whole pass, so short passes read it as well as long ones.
+        return True
     if confirmed_only or expectation.dirty_rate_bytes_per_s is None:
         return False
     # The plan's rates, from the pass in progress on: would the live forecast converge?

@@ -102,3 +102,20 @@ def needs_longer_period(rate: DirtyRate, *, link_bytes_per_s: float | None) -> b
 
 def as_mib(value: float) -> float:
     return round(value / MIB, 1)
+
+
+# A renewal takes its two periods and the calls around them.
+RENEWAL_SECONDS = 5.0
+
+
+def renewal_due(*, measured_at: float | None, now: float, max_age_seconds: float,
+                interval_seconds: float) -> bool:
+    """Whether a reading kept for plans should be renewed at this tick.
+
+    Renewed while it would not outlast the next tick (and that tick's own
+    renewal), so a plan made at any moment finds one younger than
+    ``max_age_seconds`` and never waits for a measurement.
+    """
+    if measured_at is None:
+        return True
+    return now - measured_at + interval_seconds + RENEWAL_SECONDS >= max_age_seconds

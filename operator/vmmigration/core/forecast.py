@@ -75,9 +75,17 @@ class Inputs:
     link_bytes_per_s: float
     max_downtime_seconds: float = QEMU_DEFAULT_DOWNTIME_SECONDS
     overheads: Overheads = Overheads()
+    # The link rate is a cap below what the wire carries (the policy's bandwidth).
+    # In post-copy QEMU caps only the background copy: a page the guest waits for
+    # is sent at once, beside the cap.
+    capped: bool = False
+    # Under a cap, the wire's own rate when known: QEMU lifts the cap for the last
+    # copy, with the guest paused (None: the link rate, an upper bound on downtime).
+    switch_bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.link_bytes_per_s <= 0:
+        if self.link_bytes_per_s <= 0 or (self.switch_bytes_per_s is not None
+                                          and self.switch_bytes_per_s <= 0):
             raise ValueError("a forecast needs a positive link rate")
         if min(self.memory_bytes, self.in_use_bytes, self.hot_set_bytes) < 0 \
                 or self.dirty_rate_bytes_per_s < 0 or self.max_downtime_seconds < 0:
@@ -139,6 +147,16 @@ def _passes(inputs: Inputs, *, throttle: bool = False) -> tuple[list[_Pass], boo
         at += duration
 
 
+def _paused_copy_seconds(inputs: Inputs, leftover: float) -> float:
+    """Sending ``leftover`` with the guest paused. QEMU keeps the cap until what is left fits
+    its switch-over threshold (link × max downtime), then sends that last part uncapped."""
+    if not inputs.capped or inputs.switch_bytes_per_s is None:
+        return leftover / inputs.link_bytes_per_s
+    last = min(leftover, inputs.link_bytes_per_s * inputs.max_downtime_seconds)
+    return (leftover - last) / inputs.link_bytes_per_s + last / max(inputs.switch_bytes_per_s,
+                                                                    inputs.link_bytes_per_s)
+
+
 def live(inputs: Inputs, *, auto_converge: bool = False) -> Forecast:
     strategy = Strategy.AUTO_CONVERGE if auto_converge else Strategy.LIVE
     passes, converged, throttles = _passes(inputs, throttle=auto_converge)
@@ -146,7 +164,7 @@ def live(inputs: Inputs, *, auto_converge: bool = False) -> Forecast:
         return Forecast(strategy, converges=False, passes=len(passes),
                         note=_no_convergence(inputs, passes[-1].leftover))
     last = passes[-1]
-    downtime = last.leftover / inputs.link_bytes_per_s + inputs.overheads.switchover_seconds
+    downtime = _paused_copy_seconds(inputs, last.leftover) + inputs.overheads.switchover_seconds
     degraded = sum(
         (p.ends_at - (passes[i - 1].ends_at if i else inputs.overheads.setup_seconds))
         for i, p in enumerate(passes) if throttles[i] > 0)
@@ -163,7 +181,7 @@ def hybrid(inputs: Inputs) -> Forecast:
     passes, converged, _ = _passes(inputs)
     best = min(range(len(passes)), key=lambda i: (passes[i].leftover, i))
     chosen = passes[-1] if converged else passes[best]
-    downtime = chosen.leftover / inputs.link_bytes_per_s + inputs.overheads.switchover_seconds
+    downtime = _paused_copy_seconds(inputs, chosen.leftover) + inputs.overheads.switchover_seconds
     return Forecast(Strategy.HYBRID, converges=True,
                     duration_seconds=chosen.ends_at + downtime + inputs.overheads.finish_seconds,
                     downtime_seconds=downtime, passes=passes.index(chosen) + 1,
@@ -172,8 +190,21 @@ def hybrid(inputs: Inputs) -> Forecast:
 
 def post_copy(inputs: Inputs) -> Forecast:
     """Switched to post-copy as the job starts: every page crosses once, the guest runs
-    on the target from the start and waits on the link for pages it touches first."""
+    on the target from the start and waits on the link for pages it touches first.
+
+    Under a cap, the pages the guest touches come on demand beside the capped
+    background copy: at the guest's dirty rate, until its hot set has all crossed.
+    """
     copy = _first_pass_seconds(inputs)
+    if inputs.capped and inputs.hot_set_bytes and inputs.dirty_rate_bytes_per_s:
+        link, rate = inputs.link_bytes_per_s, inputs.dirty_rate_bytes_per_s
+        zero = copy - inputs.in_use_bytes / link
+        hot = min(inputs.hot_set_bytes, inputs.in_use_bytes)
+        # The background sends what demand did not: the rest of the pages in use.
+        rest = (inputs.in_use_bytes - hot) / link
+        # Unless the guest touches its hot set more slowly than that takes: then both
+        # streams run side by side for the whole copy.
+        copy = zero + (rest if rate * rest >= hot else inputs.in_use_bytes / (link + rate))
     downtime = inputs.overheads.switchover_seconds
     return Forecast(Strategy.POST_COPY, converges=True,
                     duration_seconds=(inputs.overheads.setup_seconds + copy + downtime

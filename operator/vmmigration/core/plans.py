@@ -30,6 +30,8 @@ IN_USE_LAST_MOVE, IN_USE_MEMORY = "LastMove", "MemorySize"
 class LinkRate:
     bytes_per_s: float | None
     source: str  # LINK_POLICY, LINK_HISTORY or LINK_UNKNOWN
+    # Under a cap: what recent moves between the pair achieved without one, if any.
+    uncapped_bytes_per_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,8 @@ class MovePlan:
             "linkSource": m.link.source, "maxDowntimeMs": round(self.max_downtime_seconds * 1000)}
         if m.link.bytes_per_s is not None:
             inputs["linkBytesPerSecond"] = int(m.link.bytes_per_s)
+        if m.link.uncapped_bytes_per_s is not None:
+            inputs["linkUncappedBytesPerSecond"] = int(m.link.uncapped_bytes_per_s)
         if m.dirty is not None:
             inputs.update({
                 "dirtyRateBytesPerSecond": int(m.dirty.bytes_per_s),
@@ -187,7 +191,8 @@ def make(*, requested: Mode, policy: Policy, measured: Measured,
         # Unknown, the least the readings show: a larger one shows in the move itself.
         hot_set_bytes=min(in_use, dirty.hot_set_bytes),
         link_bytes_per_s=link, max_downtime_seconds=budget,
-        overheads=overheads)
+        capped=measured.link.source == LINK_POLICY,
+        switch_bytes_per_s=measured.link.uncapped_bytes_per_s, overheads=overheads)
     forecasts = forecast.every_strategy(inputs)
     choice = strategies.choose(forecasts, requested=requested, policy=policy, running=True)
     return MovePlan(requested=requested, strategy=choice.strategy, why=choice.why, measured=measured,

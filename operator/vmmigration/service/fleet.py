@@ -61,6 +61,8 @@ class Fleet:
         self.claims = Claims()
         self.limiter = Limiter(limits)
         self._wakers: dict[str, asyncio.Event] = {}
+        # VMMigration -> domain, for those in mode Auto: their plans measure the guest.
+        self._measured: dict[str, str] = {}
 
     # ---- hypervisors ------------------------------------------------------------
 
@@ -102,7 +104,22 @@ class Fleet:
             self.claims.put(Claim(key=key, domain=domain, created=created))
         self.wake(key)
 
+    def measures(self, key: str, domain: str | None) -> None:
+        """Whether the VMMigration ``key`` plans from measurements (of ``domain``), or not (None)."""
+        if domain is None:
+            self._measured.pop(key, None)
+        else:
+            self._measured[key] = domain
+
+    def measured_domains(self) -> frozenset[str]:
+        return frozenset(self._measured.values())
+
+    def moving(self, domain: str) -> bool:
+        """Whether a VMMigration of ``domain`` holds a slot: validating or moving it."""
+        return any(self.limiter.holds(key) for key in self.claims.keys_on(domain))
+
     def release(self, key: str) -> None:
+        self._measured.pop(key, None)
         gone = self.claims.drop(key)
         self.limiter.forget(key)
         if gone is not None:

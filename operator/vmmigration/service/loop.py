@@ -19,6 +19,7 @@ from vmmigration.core import effects as fx
 from vmmigration.core import reconcile, status
 from vmmigration.core.config import Settings
 from vmmigration.core.memory import Memory
+from vmmigration.core.model import Mode
 from vmmigration.core.spec import Desired, SpecError, parse_vmmigration
 from vmmigration.service.driver import Driver
 from vmmigration.service.fleet import Fleet
@@ -107,6 +108,7 @@ class Loop:
         except SpecError as error:
             return await self.carry_out(fx.invalid_spec(str(error)), key=key, body=body,
                                         desired=None, stopped=stopped)
+        self.fleet.measures(key, desired.domain if desired.mode is Mode.AUTO else None)
         memory = Memory.from_status(self.writer.previous(key, body))
         effects = self._plan(key=key, body=body, desired=desired, memory=memory, looked_again=False)
         if isinstance(effects.command, fx.LookAgain):

@@ -8,7 +8,8 @@ them in; tests substitute fakes. Nothing here imports an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from vmmigration.core.model import (
@@ -61,7 +62,10 @@ class LibvirtHost(Protocol):
 
     def resume(self, name: str) -> None: ...
 
-    def dirty_rate(self, name: str, *, seconds: int) -> float: ...
+    def dirty_rate(self, name: str, *, seconds: int,
+                   gate: Callable[[], AbstractContextManager[bool]] | None = None) -> float:
+        """``gate()`` is entered around the calculation's start; False refuses it."""
+        ...
 
     # storage
     def disks(self, name: str) -> tuple[DiskImage, ...]: ...

@@ -25,6 +25,7 @@ from vmmigration.service.fleet import Fleet
 from vmmigration.service.loop import Loop, StatusWriter
 from vmmigration.service.ports import EventPoster, Kube, Metrics, Probe, Stopped
 from vmmigration.service.probes import Probes
+from vmmigration.service.renewal import Renewal
 
 
 class Runtime:
@@ -43,6 +44,8 @@ class Runtime:
         self.loop = Loop(fleet=self.fleet, probes=self.probes, driver=self.driver,
                          writer=StatusWriter(kube=kube, metrics=metrics), post_event=post_event,
                          metrics=metrics, settings=settings, clock=clock)
+        self.renewal = Renewal(fleet=self.fleet, probes=self.probes, engine=engine,
+                               interval_seconds=settings.measure_interval_seconds, clock=clock)
 
     @property
     def limiter(self) -> Limiter:
@@ -81,6 +84,10 @@ class Runtime:
         if patch:
             self.metrics.status_patched("hypervisors")
         return patch
+
+    async def renew_readings(self, name: str) -> int:
+        """Renew the dirty-rate readings due on Hypervisor ``name`` (see service.renewal)."""
+        return await self.renewal.host(name)
 
     # ---- VMMigrations ---------------------------------------------------------
 

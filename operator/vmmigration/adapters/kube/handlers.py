@@ -148,6 +148,16 @@ async def probe_hypervisor(name: str, status: kopf.Status, meta: kopf.Meta, patc
                                               generation=int(meta.get("generation") or 0)))
 
 
+async def renew_readings(name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Renew the readings that Auto plans on this host's guests will want (service.renewal)."""
+    await _runtime(memo).renew_readings(name)
+
+
+if SETTINGS.measure_interval_seconds > 0:
+    kopf.timer(GROUP, VERSION, "hypervisors", interval=SETTINGS.measure_interval_seconds,
+               id="renew_readings")(renew_readings)
+
+
 # ---- VMMigration -----------------------------------------------------------------
 
 @kopf.on.event(GROUP, VERSION, "vmmigrations")

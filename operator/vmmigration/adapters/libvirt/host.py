@@ -6,6 +6,8 @@ import contextlib
 import os
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Self
 from xml.sax.saxutils import escape
 
@@ -264,11 +266,16 @@ class Host:
             return None
         return progress_from_stats(stats)
 
-    def dirty_rate(self, name: str, *, seconds: int) -> float:
+    def dirty_rate(self, name: str, *, seconds: int,
+                   gate: Callable[[], AbstractContextManager[bool]] | None = None) -> float:
         """The guest's dirty rate over ``seconds``, by QEMU's page sampling, in bytes/s.
 
         Blocks for the period (plus a little). Page sampling works under TCG as
         under KVM; the dirty-bitmap and dirty-ring modes need KVM's dirty log.
+        ``gate()`` is held while the calculation starts and may refuse it
+        (False): libvirt's calculation started during a migration job blocks
+        for 30 s and fails, while a job started during a calculation runs as
+        usual (its reading is lost with the source's QEMU).
         """
         dom = self._domain(name)
 
@@ -278,7 +285,10 @@ class Host:
 
         with translated():
             before = stats().get("dirtyrate.calc_start_time")
-            dom.startDirtyRateCalc(seconds, libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
+            with gate() if gate is not None else contextlib.nullcontext(True) as allowed:
+                if not allowed:
+                    raise OperationInvalid(f"{name} is moving: its dirty rate is not measured")
+                dom.startDirtyRateCalc(seconds, libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
             deadline = time.monotonic() + seconds + self.timeout_seconds
             time.sleep(seconds)
             while True:
