@@ -131,6 +131,15 @@ def test_consistent_periods_give_the_rate_and_only_a_least_hot_set() -> None:
     assert not rate.hot_set_known and rate.bytes_per_s == 15 * MIB and rate.hot_set_bytes == 45 * MIB
 
 
+def test_a_long_third_period_shows_a_hot_set_that_two_short_ones_read_alike() -> None:
+    # Recorded: 96 MiB rewritten at 12 MiB/s in a 256 MiB guest read 8, 12, then 6.4 MiB/s.
+    # The 3 s reading refines the 1 s one; against it the 15 s one has seen all 96 MiB.
+    rate = dirtyrate.interpret((Reading(1, 8 * MIB), Reading(3, 12 * MIB), Reading(15, 6.4 * MIB)),
+                               memory_bytes=256 * MIB)
+    assert rate.hot_set_known and rate.bytes_per_s == 12 * MIB
+    assert rate.hot_set_bytes == pytest.approx(96 * MIB, rel=0.01)
+
+
 def test_a_quiet_reading_of_a_small_guest_is_not_taken_for_silence() -> None:
     rate = dirtyrate.interpret((Reading(1, 0),), memory_bytes=128 * MIB)
     # 64 sampled pages of 2 MiB each: three unseen pages are 6 MiB/s that 1 s cannot rule out.

@@ -67,21 +67,24 @@ def high(reading: Reading, *, memory_bytes: int) -> float:
 
 
 def interpret(readings: tuple[Reading, ...], *, memory_bytes: int, measured_at: float = 0.0) -> DirtyRate:
+    """Shortest period first: each longer one either refines the rate (it reads the same,
+    more finely) or reads well below it, which is the hot set seen rewritten in full."""
     if not readings:
         raise ValueError("no dirty-rate reading to interpret")
     ordered = tuple(sorted(readings, key=lambda r: r.period_seconds))
-    short, long = ordered[0], ordered[-1]
-    if len(ordered) > 1 and long.bytes_per_s < short.bytes_per_s * SATURATED_SHARE \
-            and high(long, memory_bytes=memory_bytes) < short.bytes_per_s:
-        # The long period saw the hot set dirtied in full: H = reading × period.
-        hot = long.bytes_per_s * long.period_seconds
-        return DirtyRate(bytes_per_s=short.bytes_per_s,
-                         high_bytes_per_s=high(short, memory_bytes=memory_bytes),
-                         hot_set_bytes=int(hot), hot_set_known=True, readings=ordered,
-                         measured_at=measured_at)
+    rate = ordered[0]
+    for longer in ordered[1:]:
+        if longer.bytes_per_s < rate.bytes_per_s * SATURATED_SHARE \
+                and high(longer, memory_bytes=memory_bytes) < rate.bytes_per_s:
+            # The longer period saw the hot set dirtied in full: H = reading × period.
+            return DirtyRate(bytes_per_s=rate.bytes_per_s,
+                             high_bytes_per_s=high(rate, memory_bytes=memory_bytes),
+                             hot_set_bytes=int(longer.bytes_per_s * longer.period_seconds),
+                             hot_set_known=True, readings=ordered, measured_at=measured_at)
+        rate = longer
     # Consistent readings: the longest period resolves the rate best.
-    least = min(memory_bytes, long.bytes_per_s * long.period_seconds)
-    return DirtyRate(bytes_per_s=long.bytes_per_s, high_bytes_per_s=high(long, memory_bytes=memory_bytes),
+    least = min(memory_bytes, rate.bytes_per_s * rate.period_seconds)
+    return DirtyRate(bytes_per_s=rate.bytes_per_s, high_bytes_per_s=high(rate, memory_bytes=memory_bytes),
                      hot_set_bytes=int(least), hot_set_known=False, readings=ordered,
                      measured_at=measured_at)
 
