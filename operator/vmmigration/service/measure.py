@@ -191,7 +191,7 @@ class Measurer:
             if recent is not None and recent < cap * CAP_PACE * 0.9:
                 return LinkRate(bytes_per_s=recent, source=LINK_HISTORY)
             # The wire's own rate, from moves that the cap did not pace: QEMU lifts the
-            # cap for the last copy, with the guest paused.
+            # cap for a live move's last copy, at the switch-over.
             faster = recent if recent is not None and recent > cap * CAP_PACE else None
             return LinkRate(bytes_per_s=cap * CAP_PACE, source=LINK_POLICY,
                             uncapped_bytes_per_s=faster)
