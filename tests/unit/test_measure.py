@@ -21,7 +21,8 @@ from vmmigration.core.model import (
     Policy,
     PowerState,
 )
-from vmmigration.core.dirtyrate import renewal_due
+from vmmigration.core import dirtyrate
+from vmmigration.core.dirtyrate import Reading, renewal_due
 from vmmigration.service.measure import CAP_PACE, Measurer
 
 GUEST = DomainSummary(name="web-01", uuid="u-1", state=PowerState.RUNNING,
@@ -155,3 +156,19 @@ def test_no_calculation_starts_once_a_move_has_begun_and_a_move_never_waits_for_
     assert host.asked == []
     assert measurer.dirty_rate(host, GUEST, link_bytes_per_s=None) is not None  # type: ignore[arg-type]
     assert host.asked == [1, 3]
+
+
+def test_a_plan_waits_for_a_renewal_no_longer_than_its_own_periods_then_uses_what_it_has() -> None:
+    measurer = Measurer(clock=Clock(), plan_wait_seconds=0.05)
+    host = ScriptedHost(8 * MIB)
+    renewing = measurer._guard(GUEST.uuid)  # a renewal in its long period, holding the guest
+    renewing.acquire()
+    try:
+        assert measurer.dirty_rate(host, GUEST, link_bytes_per_s=None) is None  # type: ignore[arg-type]
+        # The renewal's short periods are kept as they come:
+        measurer._dirty[GUEST.uuid] = dirtyrate.interpret((Reading(1, 8 * MIB),), memory_bytes=128 * MIB,
+                                                          measured_at=Clock.now)
+        found = measurer.dirty_rate(host, GUEST, link_bytes_per_s=None)  # type: ignore[arg-type]
+    finally:
+        renewing.release()
+    assert found is not None and found.bytes_per_s == 8 * MIB and host.asked == []

@@ -68,6 +68,8 @@ LINK_SAMPLES, LINK_MAX_AGE_SECONDS = 5, 3600.0
 class Measurer:
     clock: Callable[[], float] = time.time
     max_age_seconds: float = 300.0
+    # The longest a plan waits for a renewal under way: as long as its own two periods.
+    plan_wait_seconds: float = SHORT_PERIOD_SECONDS + LONG_PERIOD_SECONDS + 1.0
     _dirty: dict[str, DirtyRate] = dataclasses.field(default_factory=dict)
     _in_use: dict[str, int] = dataclasses.field(default_factory=dict)
     _links: dict[tuple[str, str], collections.deque[tuple[float, float]]] = dataclasses.field(
@@ -126,10 +128,17 @@ class Measurer:
         found = self.recent_dirty_rate(domain)
         if found is not None:
             return found
-        with self._guard(domain.uuid):
-            # A renewal may have finished while we waited for it.
+        guard = self._guard(domain.uuid)
+        # A renewal under way keeps each period's reading as it comes: wait as long as a
+        # plan's own two periods take, then plan from what it has (its long period is
+        # the background's business, not this plan's).
+        if not guard.acquire(timeout=self.plan_wait_seconds):
+            return self.recent_dirty_rate(domain)
+        try:
             return self.recent_dirty_rate(domain) or self._measure(
                 host, domain, link_bytes_per_s=link_bytes_per_s)
+        finally:
+            guard.release()
 
     def renew(self, host: LibvirtHost, domain: DomainSummary) -> DirtyRate | None:
         """A new reading for the plans to come, taken in the background: both periods when
@@ -160,6 +169,8 @@ class Measurer:
                 readings.append(Reading(period_seconds=float(seconds), bytes_per_s=rate))
                 found = dirtyrate.interpret(tuple(readings), memory_bytes=domain.memory_bytes,
                                             measured_at=self.clock())
+                with self._lock:
+                    self._dirty[domain.uuid] = found  # for a plan that waits for this one
                 if not dirtyrate.needs_longer_period(found, link_bytes_per_s=link_bytes_per_s):
                     break
         except VirtError as error:
