@@ -38,6 +38,7 @@ from vmmigration.core.forecast import Strategy
 from vmmigration.core.model import MIB, Escalation, MigrationRequest, MigrationResult, Mode, OnTimeout, \
     OverBudget, Policy
 from vmmigration.core.plans import MovePlan
+from vmmigration.service import renewal
 from vmmigration.service.engine import Engine
 from vmtestbed import guest
 from vmtestbed.testbed import Sandbox
@@ -147,7 +148,7 @@ def main() -> None:
             for link in links:
                 # The reading an Auto VMMigration's plan finds: the operator's Hypervisor
                 # timer renews it in the background (1, 3 and, if need be, 15 s periods).
-                moving.renew_dirty_rate(mover.here, vm)
+                renewal.renew(moving, mover.here, vm)
                 auto = moving.check(mover.request(Mode.AUTO, policy(link)))
                 forecasts = {f.strategy: f for f in auto.forecasts}
                 measured: dict[Strategy, tuple[float, float]] = {}

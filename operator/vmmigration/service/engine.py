@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 
 from vmmigration.core import convergence, planner, recovery
 from vmmigration.core.convergence import Expectation
-from vmmigration.core.dirtyrate import DirtyRate
 from vmmigration.core.plans import MovePlan
 from vmmigration.core.errors import HostUnreachable, VirtError
 from vmmigration.core.location import Location, in_post_copy
@@ -147,15 +146,6 @@ class Engine:
                 return self._run(resolved, plan, source=source, target=target, on_update=on_update,
                                  cancel=cancel or threading.Event(), detach=detach,
                                  expectation=planned.expectation(request.policy), retune=retuned)
-
-    def renew_dirty_rate(self, uri: str, domain: str) -> DirtyRate | None:
-        """Measure a running guest in the background, for the plans to come (see
-        :meth:`Measurer.renew`). None when it is not running there, moves, or is measured."""
-        with self.connect(uri, timeout_seconds=self.libvirt_timeout_seconds) as host:
-            found = host.find(domain)
-            if found is None or found.state is not PowerState.RUNNING:
-                return None
-            return self.measurer.renew(host, found)
 
     def adopt(
         self,

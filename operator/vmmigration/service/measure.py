@@ -141,8 +141,9 @@ class Measurer:
             guard.release()
 
     def renew(self, host: LibvirtHost, domain: DomainSummary) -> DirtyRate | None:
-        """A new reading for the plans to come, taken in the background: both periods when
-        the short one shows any writing. None, at once, when the guest moves or is measured."""
+        """A new reading for the plans to come, taken in the background: the long third
+        period too while the hot set is open. None, at once, when the guest moves or is
+        measured."""
         guard = self._guard(domain.uuid)
         if not guard.acquire(blocking=False):
             return None
@@ -175,14 +176,8 @@ class Measurer:
                     break
         except VirtError as error:
             # Measuring is an aid: a plan without it falls back on the job's own figures.
+            # What the periods before the error read is kept already.
             log.info("cannot measure the dirty rate of %s: %s", domain.name, error)
-            if not readings:
-                return None
-            found = dirtyrate.interpret(tuple(readings), memory_bytes=domain.memory_bytes,
-                                        measured_at=self.clock())
-        assert found is not None
-        with self._lock:
-            self._dirty[domain.uuid] = found
         return found
 
     def in_use(self, domain: DomainSummary) -> InUse:

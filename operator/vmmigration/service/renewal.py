@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-
 from vmmigration.core import dirtyrate
+from vmmigration.core.dirtyrate import DirtyRate
 from vmmigration.core.errors import CredentialsError, VirtError
 from vmmigration.core.model import PowerState
 from vmmigration.service.engine import Engine
@@ -26,14 +25,23 @@ from vmmigration.service.probes import Probes
 log = logging.getLogger(__name__)
 
 
+def renew(engine: Engine, uri: str, domain: str) -> DirtyRate | None:
+    """Measure a running guest for the plans to come (see :meth:`Measurer.renew`). None
+    when it does not run there, moves, or is measured already."""
+    with engine.connect(uri, timeout_seconds=engine.libvirt_timeout_seconds) as host:
+        found = host.find(domain)
+        if found is None or found.state is not PowerState.RUNNING:
+            return None
+        return engine.measurer.renew(host, found)
+
+
 class Renewal:
-    def __init__(self, *, fleet: Fleet, probes: Probes, engine: Engine, interval_seconds: float,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, *, fleet: Fleet, probes: Probes, engine: Engine,
+                 interval_seconds: float) -> None:
         self.fleet = fleet
         self.probes = probes
         self.engine = engine
         self.interval_seconds = interval_seconds
-        self.clock = clock
 
     async def host(self, name: str) -> int:
         """Renew what is due on Hypervisor ``name``; how many readings were renewed.
@@ -58,7 +66,7 @@ class Renewal:
                 continue
             try:
                 uri = await self.probes.connection_uri(name)
-                reading = await asyncio.to_thread(self.engine.renew_dirty_rate, uri, found.name)
+                reading = await asyncio.to_thread(renew, self.engine, uri, found.name)
             except (VirtError, CredentialsError) as error:
                 log.info("cannot renew the dirty rate of %s on %s: %s", found.name, name, error)
                 continue

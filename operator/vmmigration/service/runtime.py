@@ -45,7 +45,7 @@ class Runtime:
                          writer=StatusWriter(kube=kube, metrics=metrics), post_event=post_event,
                          metrics=metrics, settings=settings, clock=clock)
         self.renewal = Renewal(fleet=self.fleet, probes=self.probes, engine=engine,
-                               interval_seconds=settings.measure_interval_seconds, clock=clock)
+                               interval_seconds=settings.measure_interval_seconds)
 
     @property
     def limiter(self) -> Limiter:
