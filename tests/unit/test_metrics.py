@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from vmmigration.adapters.prometheus import ABORTED, FAILED, SUCCEEDED, Metrics
 from vmmigration.core.limiter import Limiter, Limits
@@ -164,3 +164,14 @@ def test_the_runtime_flags_a_refused_pre_check_as_failed_without_counting_a_migr
     metrics = runtime.metrics
     assert value(metrics, "vmmigration_migration_failed", namespace="default", name="web") == 1
     assert value(metrics, "vmmigration_migrations_total", mode="Live", result="failed") is None
+
+
+def test_counters_and_histograms_export_no_created_series() -> None:
+    metrics = fresh()
+    metrics.ended("ns/a", mode="Live", result=SUCCEEDED, duration_seconds=3.0, downtime_ms=40,
+                  transferred_bytes=1024)
+    metrics.forecast_checked(quantity="duration", ratio=1.1)
+    metrics.reconcile_error()
+    text = generate_latest(metrics.registry).decode()
+    assert "vmmigration_migrations_total" in text and "vmmigration_migration_duration_seconds_bucket" in text
+    assert [line for line in text.splitlines() if "_created" in line] == []

@@ -51,3 +51,16 @@ def test_an_unreachable_hypervisor_flips_its_reachable_condition() -> None:
                              generation=1, now=5.0, inbound=0, outbound=0)
     condition = down["conditions"][0]
     assert condition["status"] == "False" and "refused" in condition["message"]
+
+
+def test_a_hypervisor_shows_its_free_memory_for_people_and_rewrites_it_only_with_the_count() -> None:
+    report = HostReport(reachable=True, probed_at=0.0, memory_free_bytes=3 * 2**30 + 2**28)
+    first = status.hypervisor(previous={}, report=report, generation=1, now=0.0, inbound=0, outbound=0)
+    assert first["memoryFreeBytes"] == 3 * 2**30 + 2**28 and first["memoryFree"] == "3.2Gi"
+    # Under 1 % of change: neither the count nor its text is rewritten.
+    nudged = HostReport(reachable=True, probed_at=1.0, memory_free_bytes=3 * 2**30 + 2**28 + 2**20)
+    second = status.hypervisor(previous=first, report=nudged, generation=1, now=1.0, inbound=0, outbound=0)
+    assert status.merge_patch(first, second) == {}
+    emptied = HostReport(reachable=True, probed_at=2.0, memory_free_bytes=512 * 2**20)
+    third = status.hypervisor(previous=first, report=emptied, generation=1, now=2.0, inbound=0, outbound=0)
+    assert third["memoryFree"] == "512Mi"

@@ -1,6 +1,8 @@
-"""The command line: ``vmmigration migrate``, ``plan``, ``report``, ``inspect`` and ``operator``.
+"""The command line: ``vmmigration migrate``, ``plan``, ``report``, ``inspect`` and ``operator``,
+which talk to libvirt, and ``get``, ``move``, ``abort`` and ``watch``, which act through the
+Kubernetes API (also as the kubectl plugin ``kubectl vmm``).
 
-One module per command; this one holds the group and the entry point. The test
+One module per command; this one holds the group and the entry points. The test
 bed's commands (``sandbox``, ``demo``) are ``vmmigration-testbed``'s own.
 """
 
@@ -11,9 +13,12 @@ import sys
 
 import click
 
-from vmmigration.cli import inspect, migrate, operator, plan, report
+from vmmigration.adapters.kube.api import ApiError
+from vmmigration.cli import abort, get, inspect, migrate, move, operator, plan, report, watch
+from vmmigration.cli.plugin import kubectl_vmm
 from vmmigration.core.config import SettingsError
 from vmmigration.core.errors import VirtError
+from vmmigration.core.moves import MoveError
 
 
 @click.group()
@@ -26,14 +31,24 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (migrate.migrate, plan.plan, report.report, inspect.inspect, operator.operator):
+for command in (migrate.migrate, plan.plan, report.report, inspect.inspect, operator.operator,
+                get.get, move.move, abort.abort, watch.watch):
     cli.add_command(command)
 
 
 def main() -> None:
     """Entry point: known failures become one readable line and exit 1, not a traceback."""
+    _run(cli, prog_name="vmmigration")
+
+
+def kubectl_plugin() -> None:
+    """Entry point of ``kubectl-vmm``, which kubectl runs for ``kubectl vmm``."""
+    _run(kubectl_vmm, prog_name="kubectl vmm")
+
+
+def _run(group: click.Group, *, prog_name: str) -> None:
     try:
-        cli()
-    except (VirtError, SettingsError) as error:
+        group(prog_name=prog_name)
+    except (VirtError, SettingsError, ApiError, MoveError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

@@ -14,6 +14,7 @@ from typing import Any
 from vmmigration.core.memory import Condition, parse_timestamp, timestamp
 from vmmigration.core.spec import Phase
 from vmmigration.core.model import HostReport, JobProgress
+from vmmigration.core import units
 
 CONDITION_TYPES = ("Ready", "Progressing", "Queued", "Blocked", "Drifted")
 
@@ -156,6 +157,9 @@ def hypervisor(
         old_free = stored if isinstance(stored, int) and not isinstance(stored, bool) else 0
         if not old_free or abs(report.memory_free_bytes - old_free) > old_free // 100:
             new["memoryFreeBytes"] = report.memory_free_bytes
+        # For the FREE printer column, which cannot format bytes itself; derived
+        # from the stored count, so it changes only when that is rewritten.
+        new["memoryFree"] = units.size(new["memoryFreeBytes"])
     stale = (parse_timestamp(previous.get("lastProbeTime")) or 0.0) + heartbeat_seconds <= now
     if stale or {k: v for k, v in new.items() if k != "lastProbeTime"} != {
             k: v for k, v in previous.items() if k != "lastProbeTime"}:
