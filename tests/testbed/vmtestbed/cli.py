@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from vmtestbed.controlplane import ControlPlaneError
 from vmtestbed.daemons import DaemonError
 from vmtestbed.guest import GuestBuildError
 from vmtestbed.testbed import SandboxError
+
+if TYPE_CHECKING:
+    from vmtestbed.node import NodeCluster
 
 
 @click.group()
@@ -125,7 +129,7 @@ def serial_console(box: object, name: str, lines: int) -> None:
               help="kube-apiserver's port.")
 @click.pass_context
 def cluster(ctx: click.Context, address: str, port: int) -> None:
-    """A local Kubernetes control plane (etcd and kube-apiserver, no nodes)."""
+    """A local Kubernetes control plane (etcd and kube-apiserver; a node with up --node)."""
     from vmtestbed.controlplane import ControlPlane
     from vmtestbed.testbed import Sandbox
 
@@ -137,32 +141,56 @@ def cluster(ctx: click.Context, address: str, port: int) -> None:
     ctx.obj = ControlPlane(root=root, address=address, port=port, bin_dir=root / "bin")
 
 
+def _node_cluster(ctx: click.Context, *, bin_dir: Path | None = None) -> NodeCluster | None:
+    """The sandbox's cluster with a node, if ``up --node`` ever made one (or bin_dir asks for one)."""
+    from vmtestbed.controlplane import ControlPlane
+    from vmtestbed.node import NodeCluster
+    from vmtestbed.testbed import Sandbox
+
+    box, plane = ctx.find_object(Sandbox), ctx.obj
+    assert isinstance(box, Sandbox) and isinstance(plane, ControlPlane)
+    if bin_dir is None and not (box.root / "node").is_dir():
+        return None
+    return NodeCluster(root=box.root, subnet=box.subnet, bin_dir=bin_dir, port=plane.port)
+
+
 @cluster.command(name="up")
-@click.pass_obj
-def cluster_up(plane: object) -> None:
+@click.option("--node", "with_node", is_flag=True,
+              help="Add a real node (controllers, containerd, kube-proxy, kubelet); the API "
+                   "server then listens on the pod bridge, 10.242.SUBNET.1, not on --address.")
+@click.pass_context
+def cluster_up(ctx: click.Context, with_node: bool) -> None:
     """Build the binaries if need be, then start the control plane from a clean state."""
     from vmtestbed.controlplane import ControlPlane, binaries
 
+    plane = ctx.obj
     assert isinstance(plane, ControlPlane)
-    plane = ControlPlane(root=plane.root, address=plane.address, port=plane.port, bin_dir=binaries())
-    status = plane.up()
+    made = _node_cluster(ctx, bin_dir=binaries()) if with_node else None
+    if made is not None:
+        status = made.up()
+        plane = made.plane
+    else:
+        plane = ControlPlane(root=plane.root, address=plane.address, port=plane.port, bin_dir=binaries())
+        status = plane.up()
     click.echo(json.dumps(status, indent=2))
     click.echo(f"admin kubeconfig: {plane.admin_kubeconfig}")
     click.echo(f"export KUBECONFIG={plane.admin_kubeconfig}")
 
 
 @cluster.command(name="down")
-@click.pass_obj
-def cluster_down(plane: object) -> None:
-    """Stop kube-apiserver and etcd, by PID."""
-    stopped = plane.down()  # type: ignore[attr-defined]
+@click.pass_context
+def cluster_down(ctx: click.Context) -> None:
+    """Stop the node if there is one, kube-apiserver and etcd, by PID."""
+    made = _node_cluster(ctx)
+    stopped = made.down() if made is not None else ctx.obj.down()
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @cluster.command(name="status")
-@click.pass_obj
-def cluster_status(plane: object) -> None:
-    click.echo(json.dumps(plane.status(), indent=2))  # type: ignore[attr-defined]
+@click.pass_context
+def cluster_status(ctx: click.Context) -> None:
+    made = _node_cluster(ctx)
+    click.echo(json.dumps(made.status() if made is not None else ctx.obj.status(), indent=2))
 
 
 @click.group()

@@ -6,6 +6,13 @@ controller-manager and no scheduler, so nothing reconciles: no Pod is ever
 scheduled, no namespace finishes deleting, and no "default" ServiceAccount
 appears by itself. Everything listens on one loopback address.
 
+With ``node=True`` the API server is made ready for ``vmtestbed.node``, which
+adds the controllers, a kubelet and kube-proxy: it listens on the pod
+bridge's address (not loopback, so the ``kubernetes`` Service gets real
+endpoints), talks to the kubelet with a client certificate, and enforces the
+ServiceAccount admission plugin, since a controller-manager now creates the
+"default" ServiceAccounts.
+
 Processes are handled as in ``daemons``: pid files, stopped by PID only when
 the command line proves they are ours, zombies counted as gone.
 """
@@ -37,6 +44,8 @@ from vmtestbed.daemons import _alive, _cmdline, _read_pid, _reap, _stop_pid
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-controlplane"
 BINARIES = ("kube-apiserver", "kubectl", "etcd")
+# Built into the same directory, for vmtestbed.node.
+NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 # The first address of the range: the in-cluster "kubernetes" Service.
@@ -77,19 +86,27 @@ class KubectlError(ControlPlaneError):
 
 
 def binaries() -> Path:
-    """Build (or find in the cache) kube-apiserver, kubectl and etcd; return their directory."""
-    if not BUILD_SCRIPT.is_file():
-        raise ControlPlaneError(f"{BUILD_SCRIPT} is missing: binaries() needs the source checkout")
+    """Build (or find in the cache) kube-apiserver, kubectl, etcd and the node's
+    binaries (NODE_BINARIES); return their directory."""
+    return run_build_script(BUILD_SCRIPT, produces=BINARIES + NODE_BINARIES)
+
+
+def run_build_script(script: Path, *, produces: tuple[str, ...]) -> Path:
+    """Run one of scripts/ that builds into the cache and prints its output directory
+    last; return that directory once it holds every file of ``produces``."""
+    if not script.is_file():
+        raise ControlPlaneError(f"{script} is missing: it needs the source checkout")
+    name = script.relative_to(REPO_ROOT) if script.is_relative_to(REPO_ROOT) else script
     # The script's progress goes on to our stderr as it comes (a cold build
     # takes minutes), and its tail is kept for the error message.
     tail: collections.deque[str] = collections.deque(maxlen=20)
     try:
         process = subprocess.Popen(
-            [str(BUILD_SCRIPT)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            [str(script)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
         )
     except OSError as error:
-        raise ControlPlaneError(f"cannot run {BUILD_SCRIPT}: {error}") from error
+        raise ControlPlaneError(f"cannot run {script}: {error}") from error
     assert process.stdout is not None and process.stderr is not None
     stderr = process.stderr
 
@@ -104,23 +121,20 @@ def binaries() -> Path:
     code = process.wait()
     relay_thread.join()
     if code != 0:
-        raise ControlPlaneError(
-            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed with exit code {code}:\n" + "\n".join(tail)
-        )
+        raise ControlPlaneError(f"{name} failed with exit code {code}:\n" + "\n".join(tail))
     lines = stdout.strip().splitlines()
-    bin_dir = Path(lines[-1]) if lines else Path()
-    missing = [name for name in BINARIES if not (bin_dir / name).is_file()]
+    out_dir = Path(lines[-1]) if lines else Path()
+    missing = [item for item in produces if not (out_dir / item).is_file()]
     if not lines or missing:
         raise ControlPlaneError(
-            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} printed {stdout.strip()!r}, "
-            f"which lacks {', '.join(missing or BINARIES)}"
+            f"{name} printed {stdout.strip()!r}, which lacks {', '.join(missing or produces)}"
         )
-    return bin_dir
+    return out_dir
 
 
 class ControlPlane:
     def __init__(self, *, root: Path, address: str, port: int, bin_dir: Path,
-                 audit_users: tuple[str, ...] = ()) -> None:
+                 audit_users: tuple[str, ...] = (), node: bool = False) -> None:
         self.root = root
         self.address = address
         self.port = port
@@ -128,6 +142,12 @@ class ControlPlane:
         # Users whose every request the API server records (Metadata level) in
         # audit_log: the tests prove the operator's RBAC is all used and enough.
         self.audit_users = audit_users
+        # Serve a vmtestbed.node (see the module docstring).
+        self.node = node
+        if node and address.startswith("127."):
+            raise ControlPlaneError(
+                f"a control plane for a node needs a non-loopback address, not {address}: "
+                "pods reach it through the kubernetes Service, whose endpoints cannot be loopback")
 
     # ---- where things are -------------------------------------------------
 
@@ -146,6 +166,10 @@ class ControlPlane:
     @property
     def ca_file(self) -> Path:
         return self.pki / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.pki / "ca.key"
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -353,6 +377,13 @@ class ControlPlane:
         # system:masters is the group RBAC always lets through: the admin.
         pki_.issue(ca, subject="/O=system:masters/CN=vmmigration-admin", cert=pki / "admin.crt",
                    key=pki / "admin.key")
+        if self.node:
+            # How the API server authenticates to the kubelet (logs, exec,
+            # port-forward); the kubelet's webhook authorizer asks RBAC, which
+            # lets system:masters through.
+            pki_.issue(ca, subject="/O=system:masters/CN=kube-apiserver-kubelet-client",
+                       cert=pki / "apiserver-kubelet-client.crt",
+                       key=pki / "apiserver-kubelet-client.key")
         pki_.private_key(pki / "service-account.key")
         pki_.openssl("rsa", "-in", str(pki / "service-account.key"), "-pubout",
                      "-out", str(pki / "service-account.pub"))
@@ -393,6 +424,30 @@ class ControlPlane:
             "--log-level=warn",
         ]
 
+    def _node_args(self) -> list[str]:
+        """What the API server needs to serve a node; the defaults without one."""
+        if not self.node:
+            return [
+                f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
+                f"--disable-admission-plugins={','.join(DISABLED_ADMISSION_PLUGINS)}",
+                # The kubernetes Service's endpoints would be this loopback address,
+                # which Endpoints validation rejects, so the reconciler would retry
+                # forever; nothing runs in-cluster to need them.
+                "--endpoint-reconciler-type=none",
+            ]
+        pki = self.pki
+        return [
+            f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS + DISABLED_ADMISSION_PLUGINS)}",
+            # The kubernetes Service points at this address and port, which
+            # kube-proxy makes 10.96.0.1:443 for the pods.
+            "--endpoint-reconciler-type=lease",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            # The kubelet serves a certificate from this same CA, for its node IP.
+            f"--kubelet-certificate-authority={self.ca_file}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
     def _apiserver_args(self) -> list[str]:
         pki = self.pki
         return [
@@ -412,12 +467,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'service-account.key'}",
             f"--api-audiences={self.server_url}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
-            f"--disable-admission-plugins={','.join(DISABLED_ADMISSION_PLUGINS)}",
-            # The kubernetes Service's endpoints would be this loopback address,
-            # which Endpoints validation rejects, so the reconciler would retry
-            # forever; nothing runs in-cluster to need them.
-            "--endpoint-reconciler-type=none",
+            *self._node_args(),
             "--profiling=false",
             *self._audit_args(),
         ]
