@@ -70,6 +70,38 @@ def test_the_chart_carries_exactly_the_crds_in_crds() -> None:
     assert charted == shipped, "copy crds/*.yaml to charts/vmmigration-operator/crds/"
 
 
+# What an OpenAPI schema node of a CRD may hold. Anything else is a slip the API
+# server only warns about: an unquoted comma in a YAML flow mapping makes the
+# rest of a description a key of its own.
+SCHEMA_KEYWORDS = {
+    "type", "description", "properties", "items", "enum", "format", "minimum", "maximum", "required",
+    "additionalProperties", "default", "pattern", "maxLength", "minLength", "nullable", "minItems",
+    "maxItems", "oneOf", "anyOf", "allOf", "not", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "uniqueItems", "minProperties", "maxProperties", "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string", "x-kubernetes-validations", "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys", "x-kubernetes-map-type", "x-kubernetes-embedded-resource",
+}
+
+
+def _strays(node: Any, path: str) -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    found = [f"{path}: {sorted(set(node) - SCHEMA_KEYWORDS)}"] if set(node) - SCHEMA_KEYWORDS else []
+    for name, child in (node.get("properties") or {}).items():
+        found += _strays(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        found += _strays(node.get(key), f"{path}.{key}")
+    return found
+
+
+def test_every_crd_schema_node_holds_only_schema_keywords() -> None:
+    strays = []
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        for version in yaml.safe_load(path.read_text())["spec"]["versions"]:
+            strays += _strays(version["schema"]["openAPIV3Schema"], f"{path.name} {version['name']}")
+    assert not strays, "keys that are no schema keyword (quote descriptions with commas):\n" + "\n".join(strays)
+
+
 def test_the_chart_grants_exactly_the_rbac_of_deploy_rbac_yaml(helm: str) -> None:
     deploy = objects((ROOT / "deploy" / "rbac.yaml").read_text())
     chart = objects(template(helm))

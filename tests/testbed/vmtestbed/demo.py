@@ -1,11 +1,13 @@
 """The embedded demo: everything an SRE would run, on one machine, with one command.
 
-Two libvirt hosts and the tiny guest, a local control plane, the chart
-installed with helm (CRDs, RBAC, Hypervisors), the operator under the chart's
-ServiceAccount, a Prometheus scraping it with our alert rules, and the live
-and hybrid examples applied, watched and summarised.
+Two libvirt hosts and the tiny guest, a small real cluster (control plane,
+controllers and a kubelet node), the operator image built from the Dockerfile
+and loaded into the node, the chart installed with helm (CRDs, RBAC,
+Hypervisors, the Deployment), the operator in the pods the kubelet started, a
+Prometheus scraping them with our alert rules, and the live and hybrid
+examples applied, watched and summarised.
 
-The operator and Prometheus keep running after the demo returns, so the user
+The cluster and Prometheus keep running after the demo returns, so the user
 can look around; ``vmmigration-testbed demo down`` stops everything it started.
 """
 
@@ -27,16 +29,17 @@ from rich.table import Table
 
 from vmmigration.core.config import Settings
 from vmtestbed import guest
-from vmtestbed.controlplane import ControlPlane, binaries
-from vmtestbed.operator_process import OperatorProcess
+from vmtestbed.controlplane import REPO_ROOT, ControlPlane, binaries
+from vmtestbed.node import NodeCluster
 from vmtestbed.prometheus import PrometheusServer
 from vmtestbed.testbed import Sandbox
 
-ADDRESS = "127.0.10.1"  # the demo's cluster, operator endpoints and Prometheus
+ADDRESS = "127.0.10.1"  # Prometheus (the cluster is on the pod bridge of subnet 0)
+SUBNET = 0
 API_PORT = 6443
 METRICS_PORT = 8000
-HEALTH_PORT = 8080
 PROMETHEUS_PORT = 9090
+IMAGE_SCRIPT = REPO_ROOT / "scripts" / "build-image"
 RELEASE = "vmmigration"
 NAMESPACE = "vmmigration-system"
 # The guests the examples move: a calm one (live) and one that dirties memory
@@ -72,9 +75,8 @@ class Demo:
         self.state = self.root / "demo"
         self.box = Sandbox(root=self.root, count=2, subnet=0, settings=settings)
 
-    def plane(self, bin_dir: Path | None = None) -> ControlPlane:
-        root = self.root / "controlplane"
-        return ControlPlane(root=root, address=ADDRESS, port=API_PORT, bin_dir=bin_dir or root / "bin")
+    def cluster(self, bin_dir: Path | None = None) -> NodeCluster:
+        return NodeCluster(root=self.root / "cluster", subnet=SUBNET, bin_dir=bin_dir, port=API_PORT)
 
     # ---- up ------------------------------------------------------------------------
 
@@ -86,27 +88,38 @@ class Demo:
         say("[bold]== two libvirt hosts[/] (10.240.0.2, 10.240.0.3, each in its own network namespace)")
         self.box.up()
         say(f"   guests run under {self.box.accelerator().upper()}")
-        say(f"[bold]== a Kubernetes control plane[/] (etcd + kube-apiserver on {ADDRESS}:{API_PORT})")
-        plane = self.plane(binaries())
-        plane.up()
-        say(f"[bold]== helm install {RELEASE}[/] (CRDs, RBAC, ServiceAccount, Hypervisors kvm-a, kvm-b)")
-        # No kubelet here: the Deployment stays at 0 replicas and the operator
-        # runs as a local process with the chart's ServiceAccount token instead.
+        cluster = self.cluster(binaries())
+        plane = cluster.plane
+        say(f"[bold]== a Kubernetes cluster[/] (etcd, kube-apiserver on {plane.address}:{API_PORT}, "
+            f"the controllers, kube-proxy, and a kubelet node on containerd)")
+        cluster.up()
+        say("[bold]== the operator image[/], built from the Dockerfile (cached) and loaded into the node")
+        image = cluster.node.load_image(_built_image())
+        repository, tag = image.rsplit(":", 1)
+        say(f"[bold]== helm install {RELEASE}[/] (CRDs, RBAC, ServiceAccount, Hypervisors kvm-a, kvm-b, "
+            f"a Deployment of 2 replicas)")
         self._helm(plane, paths, "upgrade", "--install", RELEASE, str(paths.chart),
-                   "--namespace", NAMESPACE, "--create-namespace", "--set", "replicaCount=0",
+                   "--namespace", NAMESPACE, "--create-namespace",
+                   "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                   # Loaded from the archive: there is no registry to pull from.
+                   "--set", "image.pullPolicy=Never",
+                   "--set", "settings.probeIntervalSeconds=2", "--set", "settings.progressIntervalSeconds=0.5",
                    "--set", "hypervisors[0].name=kvm-a", "--set", "hypervisors[0].uri=qemu+tcp://10.240.0.2/system",
                    "--set", "hypervisors[0].migrationAddress=10.241.0.2",
                    "--set", "hypervisors[0].labels.vmmigration\\.dev/zone=lab",
                    "--set", "hypervisors[1].name=kvm-b", "--set", "hypervisors[1].uri=qemu+tcp://10.240.0.3/system",
                    "--set", "hypervisors[1].migrationAddress=10.241.0.3",
                    "--set", "hypervisors[1].labels.vmmigration\\.dev/zone=lab")
-        say("[bold]== the operator[/], under the chart's ServiceAccount (not admin)")
-        operator = self._operator(plane)
-        say(f"   metrics http://{ADDRESS}:{METRICS_PORT}/metrics, log {operator.log}")
-        say(f"[bold]== Prometheus[/] on http://{ADDRESS}:{PROMETHEUS_PORT} with the alert rules")
+        say("[bold]== the operator, under the chart's ServiceAccount[/], in the pods the kubelet started")
+        started = time.monotonic()
+        plane.kubectl("rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=180s")
+        pods = self._pod_addresses(plane)
+        say(f"   {len(pods)} pods Ready in {time.monotonic() - started:.1f} s: {', '.join(sorted(pods))}")
+        say(f"[bold]== Prometheus[/] on http://{ADDRESS}:{PROMETHEUS_PORT} with the alert rules, "
+            f"scraping each pod as a ServiceMonitor would")
         prometheus = PrometheusServer(root=self.state / "prometheus", address=ADDRESS, port=PROMETHEUS_PORT,
-                                      targets=[f"{ADDRESS}:{METRICS_PORT}"], rules=paths.rules,
-                                      interval_seconds=2.0)
+                                      targets=[f"{ip}:{METRICS_PORT}" for ip in pods.values()],
+                                      rules=paths.rules, interval_seconds=2.0)
         prometheus.up()
         assert prometheus.process is not None
         self._remember("prometheus", prometheus.process.pid)
@@ -127,22 +140,12 @@ class Demo:
         subprocess.run([str(paths.helm), f"--kubeconfig={plane.admin_kubeconfig}", *args],
                        check=True, capture_output=True, text=True)
 
-    def _operator(self, plane: ControlPlane) -> OperatorProcess:
-        account = json.loads(plane.kubectl("get", "deployment", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)[
-            "spec"]["template"]["spec"]["serviceAccountName"]
-        kubeconfig = plane.service_account_kubeconfig(namespace=NAMESPACE, name=account,
-                                                      path=self.state / "operator.kubeconfig")
-        operator = OperatorProcess(kubeconfig=kubeconfig, log_dir=self.state / "operator", verbose=False, env={
-            "VMMIGRATION_NAMESPACE": NAMESPACE,
-            "VMMIGRATION_PROBE_INTERVAL_SECONDS": "2",
-            "VMMIGRATION_PROGRESS_INTERVAL_SECONDS": "0.5",
-            "VMMIGRATION_METRICS_ADDRESS": ADDRESS, "VMMIGRATION_METRICS_PORT": str(METRICS_PORT),
-            "VMMIGRATION_HEALTH_ADDRESS": ADDRESS, "VMMIGRATION_HEALTH_PORT": str(HEALTH_PORT),
-        })
-        operator.start()
-        assert operator.process is not None
-        self._remember("operator", operator.process.pid)
-        return operator
+    def _pod_addresses(self, plane: ControlPlane) -> dict[str, str]:
+        """The operator's pods and their IPs (what a ServiceMonitor's endpoints would list)."""
+        listed = json.loads(plane.kubectl("get", "pods", "-n", NAMESPACE, "-l",
+                                          "app.kubernetes.io/name=vmmigration-operator", "-o", "json").stdout)
+        return {p["metadata"]["name"]: p["status"]["podIP"] for p in listed["items"]
+                if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")}
 
     def _wait_hypervisors(self, plane: ControlPlane) -> None:
         deadline = time.monotonic() + 60
@@ -215,10 +218,11 @@ class Demo:
   kubectl get vmm -o wide
   kubectl describe vmm demo-hot
   kubectl get events --field-selector involvedObject.name=demo-web
-  curl -s http://{ADDRESS}:{METRICS_PORT}/metrics | grep ^vmmigration_
+  kubectl get pods -n {NAMESPACE} -o wide; kubectl get clusterkopfpeering {RELEASE} -o yaml   # who is active
+  kubectl logs -n {NAMESPACE} -l app.kubernetes.io/name=vmmigration-operator --tail=20
+  curl -s http://$(kubectl get svc -n {NAMESPACE} {RELEASE}-metrics -o jsonpath='{{.spec.clusterIP}}'):{METRICS_PORT}/metrics | grep ^vmmigration_
   Prometheus: http://{ADDRESS}:{PROMETHEUS_PORT}/alerts
-  kubectl patch vmm demo-web --type merge -p '{{"spec":{{"targetHypervisor":"kvm-a"}}}}'   # move it back
-  operator log: {self.state / 'operator'}
+  .venv/bin/kubectl-vmm move demo-web --to kvm-a --wait   # move it back (also: kubectl vmm, with .venv/bin on PATH)
 
 [bold]Tear down[/]: make demo-down   (or: .venv/bin/vmmigration-testbed demo down)""", soft_wrap=True)
 
@@ -228,7 +232,7 @@ class Demo:
         (self.state / f"{what}.pid").write_text(str(pid))
 
     def down(self, *, quiet: bool = False) -> None:
-        for what, marker in (("operator", b"kopf"), ("prometheus", b"prometheus")):
+        for what, marker in (("prometheus", b"prometheus"),):
             pid_file = self.state / f"{what}.pid"
             if not pid_file.exists():
                 continue
@@ -239,9 +243,18 @@ class Demo:
                     os.kill(pid, signal.SIGTERM)
                     _wait_gone(pid)
             pid_file.unlink()
-        stopped = self.plane().down() + self.box.down()
+        stopped = self.cluster().down() + self.box.down()
         if not quiet:
-            self.console.print("stopped: operator, Prometheus" + (", " + ", ".join(stopped) if stopped else ""))
+            self.console.print("stopped: Prometheus" + (", " + ", ".join(stopped) if stopped else ""))
+
+
+def _built_image() -> Path:
+    """The operator image as a docker archive (scripts/build-image: cached, quick when unchanged)."""
+    done = subprocess.run([str(IMAGE_SCRIPT)], capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{IMAGE_SCRIPT.name} failed:\n{done.stderr[-2000:]}")
+    return Path(lines[-1])
 
 
 def _wait_gone(pid: int, timeout_seconds: float = 15.0) -> None:

@@ -2,8 +2,8 @@
 starts them in containerd, kube-proxy routes Services, and pods reach the API
 server and the sandbox's libvirt hosts as they would in a real cluster.
 
-The cluster is this module's own (the pod bridge of TEST_SUBNET, an API server
-on its address, a node), up once for the module. Images come from docker
+The cluster is the package's node cluster (the pod bridge of TEST_SUBNET, an API server
+on its address, a node), up once for the package. Images come from docker
 archives imported into containerd: there is no registry."""
 
 from __future__ import annotations
@@ -14,21 +14,19 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vmmigration.core.config import Settings
-from vmtestbed.controlplane import ControlPlane, binaries
+from vmtestbed.controlplane import ControlPlane
 from vmtestbed.daemons import _alive
 from vmtestbed.node import Node, NodeCluster, images
 from vmtestbed.testbed import Sandbox
 
-from ..conftest import _TESTBED, TEST_SUBNET
-from .conftest import wait_until
+from ...conftest import _TESTBED
+from ..conftest import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,26 +36,13 @@ LIBVIRT_TLS_PORT = 16514
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[NodeCluster]:
-    made = NodeCluster(root=Settings.from_env().test_sandbox_dir / "node-cluster",
-                       subnet=TEST_SUBNET, bin_dir=binaries())
-    try:
-        status: dict[str, Any] = made.up()
-        _TESTBED.append(f"node {made.node.name} Ready in {status['node']['upSeconds']} s "
-                        f"(its API server up in {status['controlPlane']['upSeconds']} s)")
-        yield made
-    finally:
-        made.down()
+def plane(node_cluster: NodeCluster) -> ControlPlane:
+    return node_cluster.plane
 
 
 @pytest.fixture(scope="module")
-def plane(cluster: NodeCluster) -> ControlPlane:
-    return cluster.plane
-
-
-@pytest.fixture(scope="module")
-def node(cluster: NodeCluster) -> Node:
-    return cluster.node
+def node(node_cluster: NodeCluster) -> Node:
+    return node_cluster.node
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +215,7 @@ def test_a_pod_reaches_a_sandbox_host_masqueraded_as_the_management_address(
 
 
 def test_down_after_a_killed_run_leaves_nothing_behind(node: Node) -> None:
-    # Last in the module: it takes the node down (the fixture's down is then a no-op).
+    # It takes the node down, then up again for the package's later module.
     status = node.status()
     assert status["ready"] is True
     assert isinstance(status["pids"], dict)
@@ -257,6 +242,7 @@ def test_down_after_a_killed_run_leaves_nothing_behind(node: Node) -> None:
     assert not Path("/var/lib/kubelet/device-plugins/kubelet.sock").exists()
     assert not [link for link in Path("/var/log/containers").glob("*.log")
                 if str(node.root) in os.readlink(link)]
+    assert node.up()["ready"] is True
 
 
 def _read(path: Path) -> bytes:
