@@ -160,6 +160,61 @@ def test_monitoring_objects_render_only_where_they_can_be_applied(helm: str) -> 
     assert hypervisor["metadata"]["labels"]["vmmigration.dev/zone"] == "lab"
 
 
+HYPERVISORS = ["--set", "hypervisors[0].name=kvm-a", "--set", "hypervisors[0].uri=qemu+tcp://kvm-a/system",
+               "--set", "hypervisors[1].name=kvm-b", "--set", "hypervisors[1].uri=qemu+tcp://kvm-b/system"]
+
+
+def hooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+
+
+def test_the_uninstall_hook_renders_only_for_hypervisors_of_the_release_and_runs_before_deletion(
+        helm: str) -> None:
+    assert not hooks(objects(template(helm)))
+    assert not hooks(objects(template(helm, *HYPERVISORS, "--set", "uninstallHook.enabled=false")))
+    rendered = hooks(objects(template(helm, *HYPERVISORS)))
+    assert sorted(d["kind"] for d in rendered) == ["ClusterRole", "ClusterRoleBinding", "Job", "ServiceAccount"]
+    weight = {}
+    for doc in rendered:
+        annotations = doc["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        weight[doc["kind"]] = int(annotations["helm.sh/hook-weight"])
+    # Helm creates hooks by weight: the Job's rights exist before the Job starts.
+    assert weight["Job"] > max(w for kind, w in weight.items() if kind != "Job")
+
+
+def test_the_uninstall_hook_may_only_delete_the_releases_hypervisors_and_waits_for_them(helm: str) -> None:
+    docs = objects(template(helm, *HYPERVISORS, "--set", "uninstallHook.timeoutSeconds=90"))
+    [role] = hooks(find(docs, "ClusterRole"))
+    assert role["rules"] == [
+        {"apiGroups": ["vmmigration.dev"], "resources": ["hypervisors"], "resourceNames": ["kvm-a", "kvm-b"],
+         "verbs": ["delete"]},
+        {"apiGroups": ["vmmigration.dev"], "resources": ["hypervisors"], "verbs": ["list"]}]
+    [account] = hooks(find(docs, "ServiceAccount"))
+    [binding] = hooks(find(docs, "ClusterRoleBinding"))
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": "vmmigration-system"}]
+    [job] = find(docs, "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    [container] = pod["containers"]
+    assert container["args"] == ["delete", "hv", "kvm-a", "kvm-b", "--wait", "--timeout", "90"]
+    assert job["spec"]["backoffLimit"] <= 2 and 90 < job["spec"]["activeDeadlineSeconds"] <= 300
+    # The operator's image, run as restricted as the operator.
+    operator_pod = find(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    [operator] = operator_pod["containers"]
+    assert (container["image"], container["imagePullPolicy"]) == (operator["image"], operator["imagePullPolicy"])
+    assert container["securityContext"] == operator["securityContext"]
+    assert pod["securityContext"] == operator_pod["securityContext"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    # Not one of the operator's pods to its Service and PodDisruptionBudget.
+    selector = find(docs, "Deployment")[0]["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+
+
 @pytest.mark.parametrize("bad,message", [
     (["--set", "replicaCount=-1"], "replicaCount"),
     (["--set", "settings.maxConcurrentMigrations=0"], "maxConcurrentMigrations"),
@@ -168,6 +223,8 @@ def test_monitoring_objects_render_only_where_they_can_be_applied(helm: str) -> 
     (["--set", "hypervisors[0].name=kvm-a"], "uri"),
     (["--set", "peering.name=Not_A_Name"], "peering"),
     (["--set", "unknownKey=1"], "unknownKey"),
+    (["--set", "uninstallHook.timeoutSeconds=0"], "timeoutSeconds"),
+    (["--set", "uninstallHook.wait=true"], "wait"),
 ])
 def test_bad_values_are_refused_by_the_schema_with_the_field_named(helm: str, bad: list[str],
                                                                    message: str) -> None:

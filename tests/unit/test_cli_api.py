@@ -12,16 +12,20 @@ from typing import Any
 import pytest
 
 from vmmigration.adapters.kube.api import ApiError, NotFound, describe, unreachable
-from vmmigration.cli import kubectl_plugin, main, watch
+from vmmigration.cli import delete, kubectl_plugin, main, watch
 from vmmigration.cli.cluster import Where
 from vmmigration.cli.common import EXIT_ABORTED, EXIT_MIGRATION
+from vmmigration.core.deletion import OPERATOR_FINALIZER
 from vmmigration.core.memory import timestamp
 
 NOW = 1_800_000_000.0
 
 
-def hypervisor(name: str, *, free: int, total: int, inbound: int = 0) -> dict[str, Any]:
-    return {"metadata": {"name": name, "creationTimestamp": timestamp(NOW - 3 * 86400)},
+def hypervisor(name: str, *, free: int, total: int, inbound: int = 0, release: str = "lab") -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": timestamp(NOW - 3 * 86400),
+                         "labels": {"app.kubernetes.io/instance": release},
+                         # The operator probes it: kopf holds it with its finalizer.
+                         "finalizers": [OPERATOR_FINALIZER]},
             "spec": {"uri": f"qemu+tcp://{name}/system", "maxInboundMigrations": 2},
             "status": {"conditions": [{"type": "Reachable", "status": "True"}], "domainCount": 3,
                        "memoryFreeBytes": free, "memoryTotalBytes": total, "inboundMigrations": inbound,
@@ -42,20 +46,38 @@ class FakeCluster:
 
     def __init__(self) -> None:
         self.hvs = {"kvm-a": hypervisor("kvm-a", free=3 * 2**30 + 2**28, total=8 * 2**30, inbound=1),
-                    "kvm-b": hypervisor("kvm-b", free=512 * 2**20, total=2**30)}
+                    "kvm-b": hypervisor("kvm-b", free=512 * 2**20, total=2**30),
+                    "kvm-c": hypervisor("kvm-c", free=2**30, total=2**30, release="other")}
         self.vmms: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, Any]] = []
         # What the operator writes next, one status per read of the object.
         self.statuses: list[dict[str, Any]] = []
         self.refusal: ApiError | None = None
+        # Whether the operator runs: it then releases one deleted Hypervisor between two reads.
+        self.operator_running = True
 
     def _refuse(self) -> None:
         if self.refusal is not None:
             raise self.refusal
 
-    def hypervisors(self) -> list[dict[str, Any]]:
+    def hypervisors(self, *, selector: str | None = None) -> list[dict[str, Any]]:
         self._refuse()
-        return list(self.hvs.values())
+        deleting = [n for n, h in self.hvs.items() if "deletionTimestamp" in h["metadata"]]
+        if self.operator_running and deleting:
+            del self.hvs[deleting[0]]
+        wanted = dict(part.split("=") for part in selector.split(",")) if selector else {}
+        return [copy.deepcopy(h) for h in self.hvs.values()
+                if wanted.items() <= h["metadata"]["labels"].items()]
+
+    def delete_hypervisor(self, name: str) -> dict[str, Any]:
+        self._refuse()
+        self.calls.append(("delete", name))
+        if name not in self.hvs:
+            raise NotFound(f'hypervisors.vmmigration.dev "{name}" not found', status=404)
+        if not self.hvs[name]["metadata"].get("finalizers"):
+            return self.hvs.pop(name)
+        self.hvs[name]["metadata"].setdefault("deletionTimestamp", timestamp(NOW - 150))
+        return copy.deepcopy(self.hvs[name])
 
     def hypervisor(self, name: str) -> dict[str, Any]:
         self._refuse()
@@ -108,6 +130,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
     fake = FakeCluster()
     monkeypatch.setattr(Where, "connect", lambda self: (fake, self.namespace or fake.namespace))
     monkeypatch.setattr(watch, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete, "POLL_SECONDS", 0.0)
     monkeypatch.setattr("time.time", lambda: NOW)
     yield fake
 
@@ -130,7 +153,7 @@ def test_hypervisors_are_listed_with_memory_in_binary_units_and_slots_in_use(
         cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(monkeypatch, capsys, "get", "hv")
     assert code == 0
-    header, first, second = out.splitlines()
+    header, first, second, _ = out.splitlines()
     assert header.split() == ["NAME", "REACHABLE", "MAINTENANCE", "DOMAINS", "FREE", "MEMORY", "IN", "OUT",
                               "LIBVIRT", "PROBED", "AGE"]
     assert first.split() == ["kvm-a", "True", "no", "3", "3.2Gi", "8.0Gi", "1/2", "0/2", "11.3.0",
@@ -272,10 +295,63 @@ def test_the_kubectl_plugin_offers_the_same_verbs_under_its_own_name(
         cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(monkeypatch, capsys, "--help", entry=kubectl_plugin)
     assert code == 0 and out.startswith("Usage: kubectl vmm [OPTIONS] COMMAND")
-    assert {"get", "move", "abort", "watch"} <= {line.split()[0] for line in out.split("Commands:")[1].splitlines()
+    assert {"get", "move", "abort", "watch", "delete"} <= {line.split()[0] for line in out.split("Commands:")[1].splitlines()
                                                   if line.strip()}
     code, out, _ = run(monkeypatch, capsys, "get", "hypervisors", entry=kubectl_plugin)
     assert code == 0 and "3.2Gi" in out
+
+
+# ---- delete ------------------------------------------------------------------------------
+
+
+def test_deleting_hypervisors_waits_until_the_operator_has_released_each_one(
+        cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(monkeypatch, capsys, "delete", "hv", "kvm-a", "kvm-b", "--wait", "--timeout", "60")
+    assert code == 0
+    assert out.splitlines() == ["hypervisor kvm-a marked for deletion", "hypervisor kvm-b marked for deletion",
+                                "hypervisor kvm-a gone", "hypervisor kvm-b gone"]
+    assert set(cluster.hvs) == {"kvm-c"}
+
+
+def test_deleting_a_hypervisor_that_is_not_there_is_no_error(
+        cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    del cluster.hvs["kvm-a"]["metadata"]["finalizers"]
+    code, out, err = run(monkeypatch, capsys, "delete", "hv", "kvm-z", "kvm-a", "kvm-z", "--wait")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == ["hypervisor kvm-z: not found, nothing to delete", "hypervisor kvm-a deleted"]
+    assert cluster.calls == [("delete", "kvm-z"), ("delete", "kvm-a")]
+
+
+def test_a_selector_deletes_only_the_hypervisors_whose_labels_match(
+        cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run(monkeypatch, capsys, "delete", "hypervisors", "-l", "app.kubernetes.io/instance=lab",
+                     "--wait", entry=kubectl_plugin)
+    assert code == 0 and set(cluster.hvs) == {"kvm-c"}
+    code, out, err = run(monkeypatch, capsys, "delete", "hv", "-l", "app.kubernetes.io/instance=lab")
+    assert (code, out, err) == (0, "", "No Hypervisors match app.kubernetes.io/instance=lab.\n")
+
+
+def test_a_wait_that_times_out_says_what_still_holds_each_hypervisor(
+        cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster.operator_running = False
+    code, _, err = run(monkeypatch, capsys, "delete", "hv", "kvm-a", "--wait", "--timeout", "0.05")
+    assert code == 1
+    assert err.splitlines() == [
+        "error: timed out after 50ms; 1 Hypervisor still there",
+        "  kvm-a: still holding finalizer vmmigration.dev/finalizer for 2m30s; the operator removes it when it "
+        "sees the deletion: is the operator running?"]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    pytest.param(["delete", "hv"], "name the Hypervisors to delete, or select them", id="neither"),
+    pytest.param(["delete", "hv", "kvm-a", "-l", "a=b"], "not both", id="both"),
+    pytest.param(["delete", "vmm", "web"], "'vmm' is not one of", id="not-a-hypervisor"),
+])
+def test_a_deletion_asked_wrongly_is_a_usage_error_and_deletes_nothing(
+        cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        args: list[str], words: str) -> None:
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and words in err and cluster.calls == []
 
 
 # ---- the API server's refusals, and no API server at all ---------------------------------

@@ -29,3 +29,8 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
+
+{{/* The uninstall hook's objects; a Job's name must stay a 63-character label. */}}
+{{- define "vmmigration.uninstallName" -}}
+{{- printf "%s-uninstall" (include "vmmigration.fullname" . | trunc 53 | trimSuffix "-") -}}
+{{- end -}}

@@ -1,6 +1,6 @@
 """The command line: ``vmmigration migrate``, ``plan``, ``report``, ``inspect`` and ``operator``,
-which talk to libvirt, and ``get``, ``move``, ``abort`` and ``watch``, which act through the
-Kubernetes API (also as the kubectl plugin ``kubectl vmm``).
+which talk to libvirt, and ``get``, ``move``, ``abort``, ``watch`` and ``delete``, which act
+through the Kubernetes API (also as the kubectl plugin ``kubectl vmm``).
 
 One module per command; this one holds the group and the entry points. The test
 bed's commands (``sandbox``, ``demo``) are ``vmmigration-testbed``'s own.
@@ -14,7 +14,7 @@ import sys
 import click
 
 from vmmigration.adapters.kube.api import ApiError
-from vmmigration.cli import abort, get, inspect, migrate, move, operator, plan, report, watch
+from vmmigration.cli import abort, delete, get, inspect, migrate, move, operator, plan, report, watch
 from vmmigration.cli.plugin import kubectl_vmm
 from vmmigration.core.config import SettingsError
 from vmmigration.core.errors import VirtError
@@ -32,7 +32,7 @@ def cli(verbose: bool) -> None:
 
 
 for command in (migrate.migrate, plan.plan, report.report, inspect.inspect, operator.operator,
-                get.get, move.move, abort.abort, watch.watch):
+                get.get, move.move, abort.abort, watch.watch, delete.delete):
     cli.add_command(command)
 
 

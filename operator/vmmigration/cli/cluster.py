@@ -1,4 +1,4 @@
-"""What the API verbs (get, move, abort, watch) share: finding the cluster, and one VMMigration in it."""
+"""What the API verbs (get, move, abort, watch, delete) share: the cluster, and one VMMigration in it."""
 
 from __future__ import annotations
 

@@ -93,15 +93,22 @@ class Cluster:
 
     # ---- Hypervisors (cluster-scoped) ------------------------------------------------
 
-    def hypervisors(self) -> list[dict[str, Any]]:
+    def hypervisors(self, *, selector: str | None = None) -> list[dict[str, Any]]:
+        """All of them, or those whose labels match ``selector`` (the API server's syntax)."""
         with self._calls():
             listed = self._custom.list_cluster_custom_object(
-                GROUP, VERSION, "hypervisors", _request_timeout=TIMEOUT)
+                GROUP, VERSION, "hypervisors", label_selector=selector, _request_timeout=TIMEOUT)
         return _items(listed)
 
     def hypervisor(self, name: str) -> dict[str, Any]:
         with self._calls():
             return _object(self._custom.get_cluster_custom_object(
+                GROUP, VERSION, "hypervisors", name, _request_timeout=TIMEOUT))
+
+    def delete_hypervisor(self, name: str) -> dict[str, Any]:
+        """The API server's answer: the object, marked for deletion while finalizers hold it."""
+        with self._calls():
+            return _object(self._custom.delete_cluster_custom_object(
                 GROUP, VERSION, "hypervisors", name, _request_timeout=TIMEOUT))
 
     # ---- VMMigrations ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from vmmigration.adapters.kube.client import GROUP, VERSION, KubeClient
 from vmmigration.adapters.prometheus import Metrics
 from vmmigration.adapters.prometheus import serve as serve_metrics
 from vmmigration.core.config import Settings
+from vmmigration.core.deletion import OPERATOR_FINALIZER
 from vmmigration.core.spec import SpecError, parse_hypervisor
 from vmmigration.service.runtime import Runtime
 
@@ -80,9 +81,10 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # The core knows it too: `vmmigration delete hv --wait` names it when it holds a Hypervisor.
+    settings.persistence.finalizer = OPERATOR_FINALIZER
     # Progress and diff-base go to annotations: the structural schema would
     # prune kopf's default status.kopf field.
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
