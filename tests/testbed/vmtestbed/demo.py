@@ -103,7 +103,8 @@ class Demo:
                    "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
                    # Loaded from the archive: there is no registry to pull from.
                    "--set", "image.pullPolicy=Never",
-                   "--set", "settings.probeIntervalSeconds=2", "--set", "settings.progressIntervalSeconds=0.5",
+                   # --set-json: helm's --set reads 0.5 as a string, which the schema refuses.
+                   "--set-json", "settings.probeIntervalSeconds=2", "--set-json", "settings.progressIntervalSeconds=0.5",
                    "--set", "hypervisors[0].name=kvm-a", "--set", "hypervisors[0].uri=qemu+tcp://10.240.0.2/system",
                    "--set", "hypervisors[0].migrationAddress=10.241.0.2",
                    "--set", "hypervisors[0].labels.vmmigration\\.dev/zone=lab",
@@ -137,8 +138,10 @@ class Demo:
         self._look_around(plane)
 
     def _helm(self, plane: ControlPlane, paths: Paths, *args: str) -> None:
-        subprocess.run([str(paths.helm), f"--kubeconfig={plane.admin_kubeconfig}", *args],
-                       check=True, capture_output=True, text=True)
+        done = subprocess.run([str(paths.helm), f"--kubeconfig={plane.admin_kubeconfig}", *args],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"helm {args[0]} failed: {done.stderr.strip()}")
 
     def _pod_addresses(self, plane: ControlPlane) -> dict[str, str]:
         """The operator's pods and their IPs (what a ServiceMonitor's endpoints would list)."""
