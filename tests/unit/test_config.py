@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vmmigration.core.config import Settings, SettingsError
+from vmmigration.core.config import Settings, SettingsError, seniority_priority
 
 
 def test_defaults_apply_when_nothing_is_set() -> None:
@@ -44,3 +44,16 @@ def test_a_bad_value_is_refused_with_its_variable_name(env: dict[str, str], word
 def test_the_libvirt_timeout_is_read_and_defaults_to_libvirtds_own_keepalive() -> None:
     assert Settings().libvirt_timeout_seconds == 30
     assert Settings.from_env({"VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS": "12"}).libvirt_timeout_seconds == 12
+
+
+def test_a_replica_started_earlier_outranks_every_later_one_in_peering() -> None:
+    first = seniority_priority(started=1_800_000_000.9, tiebreak=0)
+    later = seniority_priority(started=1_800_000_001.0, tiebreak=999)
+    assert first > later
+
+
+def test_replicas_started_in_the_same_second_are_told_apart_by_the_tiebreak() -> None:
+    assert (seniority_priority(started=1_800_000_000.1, tiebreak=5)
+            != seniority_priority(started=1_800_000_000.7, tiebreak=6))
+    with pytest.raises(ValueError, match="tiebreak"):
+        seniority_priority(started=1_800_000_000, tiebreak=1000)

@@ -69,7 +69,8 @@ class Settings:
     # acting, so it bounds failover time. kopf's own default is 60.
     peering_lifetime_seconds: int = 30
     # kopf pauses a replica that sees a peer of higher *or equal* priority, so
-    # equal priorities would pause every replica. None: a random one per start.
+    # equal priorities would pause every replica. None: by seniority
+    # (seniority_priority), so the replica that acts keeps acting.
     peering_priority: int | None = None
     # Where /metrics (Prometheus) and kopf's /healthz (liveness and readiness)
     # are served. Port 0 turns one off (several operators on one test machine).
@@ -168,3 +169,22 @@ class Settings:
             host = f"[{self.health_address}]" if ":" in self.health_address else self.health_address
             command.append(f"--liveness=http://{host}:{self.health_port}/healthz")
         return command + list(extra)
+
+
+# Later than any start time this operator will see: seniority counts down from it.
+_SENIORITY_HORIZON = 4_102_444_800  # 2100-01-01, in Unix seconds
+_TIEBREAK_RANGE = 1000
+
+
+def seniority_priority(*, started: float, tiebreak: int) -> int:
+    """A kopf peering priority that ranks the replica started first above every later one.
+
+    A random priority let each new replica (a rolled or rescheduled pod) preempt
+    the one acting, which then paused mid-move and handed its migrations over:
+    one failover too many per rollout. Older wins instead; ``tiebreak`` (0 to
+    999, random) separates replicas started in the same second, which would
+    otherwise both pause at equal priority.
+    """
+    if not 0 <= tiebreak < _TIEBREAK_RANGE:
+        raise ValueError(f"tiebreak must be in [0, {_TIEBREAK_RANGE}), not {tiebreak}")
+    return (_SENIORITY_HORIZON - int(started)) * _TIEBREAK_RANGE + tiebreak

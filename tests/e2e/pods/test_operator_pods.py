@@ -325,6 +325,9 @@ def test_the_pdb_refuses_an_eviction_that_would_leave_no_replica(release: Releas
     assert second.returncode != 0 and "disruption budget" in second.stderr, second
     assert active in {p["metadata"]["name"] for p in release.ready_pods()}, "a refused eviction evicts nothing"
     release.wait_ready(2, without=frozenset({standby}))
+    # The replacement joins as the standby: the elder replica keeps acting.
+    wait_until(lambda: len(release.peers()) == 2, timeout=30, what="the replacement in the peering object")
+    assert release.active() == active, "a new replica preempted the one acting"
 
 
 def test_helm_upgrade_with_a_changed_value_rolls_the_pods_and_keeps_the_moves_outcome(

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import time
 from typing import Any
 
 import kopf
@@ -18,7 +19,7 @@ from vmmigration.adapters import libvirt as virt
 from vmmigration.adapters.kube.client import GROUP, VERSION, KubeClient
 from vmmigration.adapters.prometheus import Metrics
 from vmmigration.adapters.prometheus import serve as serve_metrics
-from vmmigration.core.config import Settings
+from vmmigration.core.config import Settings, seniority_priority
 from vmmigration.core.deletion import OPERATOR_FINALIZER
 from vmmigration.core.spec import SpecError, parse_hypervisor
 from vmmigration.service.runtime import Runtime
@@ -95,7 +96,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.cancellation_polling = 1.0
     settings.peering.lifetime = SETTINGS.peering_lifetime_seconds
     settings.peering.priority = (SETTINGS.peering_priority if SETTINGS.peering_priority is not None
-                                 else random.randint(1, 1_000_000))
+                                 else seniority_priority(started=time.time(), tiebreak=random.randrange(1000)))
     # The runtime posts the Events users act on; of kopf's own log lines only
     # errors (a handler that crashed) become Events too.
     settings.posting.level = logging.ERROR
