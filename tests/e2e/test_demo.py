@@ -40,9 +40,24 @@ def test_the_demo_moves_both_example_vms_under_the_operator_and_tells_the_user_w
         assert "demo-hot planned Hybrid: forecast" in happened, happened
         assert "Live/succeeded: 1" in out and "LiveSuspended/succeeded: 1" in out
         assert "export KUBECONFIG=" in out and "/metrics" in out and "make demo-down" in out
+    except AssertionError:
+        print(_operator_logs(out=shown.stdout))
+        raise
     finally:
         down = subprocess.run([*testbed, "demo", "down"], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert "kube-apiserver" in down.stdout and "kubelet" in down.stdout and "libvirtd" in down.stdout
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _operator_logs(*, out: str) -> str:
+    """The pods' own logs, for a failed run: the demo prints the kubeconfig and PATH to read them with."""
+    config = re.search(r"export KUBECONFIG=(\S+)", out)
+    path = re.search(r"export PATH=([^:\s]+):", out)
+    if not (config and path):
+        return "(no cluster to read the operator's logs from)"
+    done = subprocess.run([f"{path.group(1)}/kubectl", f"--kubeconfig={config.group(1)}", "logs", "-n",
+                           "vmmigration-system", "-l", "app.kubernetes.io/name=vmmigration-operator",
+                           "--prefix", "--tail=300"], capture_output=True, text=True, timeout=60)
+    return done.stdout + done.stderr

@@ -193,6 +193,10 @@ class Demo:
                 forecasts.append(f"{name} planned {plan['strategy']}: forecast {plan['durationSeconds']:.1f} s "
                                  f"and {plan['downtimeMs']} ms, took "
                                  f"{status.get('durationSeconds', 0):.1f} s and {downtime} ms")
+            failure = status.get("lastFailure") or {}
+            if status.get("phase") in ("Failed", "Aborted") and failure:
+                # Why, where the user reads the table: the same words `kubectl describe vmm` shows.
+                forecasts.append(f"{name} {status['phase'].lower()}: {failure.get('reason')}: {failure.get('message')}")
             table.add_row(name, status.get("phase", "?"), status.get("effectiveMode") or "-",
                           f"{status.get('durationSeconds', 0):.1f} s" if status.get("durationSeconds") else "-",
                           "unknown" if downtime is None else f"{downtime} ms",
