@@ -28,6 +28,7 @@ from vmmigration.core.memory import Attempt, Condition, Memory
 from vmmigration.core.reconcile import (
     Abort,
     Block,
+    Displaced,
     Idle,
     Migrate,
     Placed,
@@ -219,7 +220,7 @@ keys = st.sampled_from(["default/web", "default/other", "lab/db"])
 claims = st.lists(st.builds(Claim, key=keys, domain=mostly("db-01", VM), created=timestamps),
                   max_size=2)
 flights = st.lists(st.builds(InFlight, key=keys, source=host_names, target=host_names), max_size=5)
-KINDS = (Recover, Migrate, Placed, Wait, Block, Abort, ReportDrift, Idle)
+KINDS = (Recover, Migrate, Placed, Wait, Block, Abort, ReportDrift, Idle, Displaced)
 
 
 def holders(domain: str, views: Mapping[str, HypervisorView]) -> dict[str, list[DomainSummary]]:

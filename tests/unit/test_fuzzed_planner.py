@@ -13,9 +13,11 @@ from vmmigration.core.spec import (
     Selector,
 )
 from vmmigration.core.memory import Memory
+from vmmigration.core.pools import pool_of
 from vmmigration.core.reconcile import (
     Abort,
     Block,
+    Displaced,
     Idle,
     Migrate,
     Placed,
@@ -103,15 +105,23 @@ class TestThePlanner:
                     assert desired.selector is not None
                     assert desired.selector.matches(views[current].spec.label_map)
                     assert not views[current].spec.maintenance
-            case Migrate(source=source, target=target, drift=drift):
+            case Displaced(current=current, home=home):
+                assert home == desired.target and current != home and current in seen
+                assert views[home].spec.maintenance and not views[current].spec.maintenance
+                assert memory.phase in (Phase.PLACED, Phase.DISPLACED)
+            case Migrate(source=source, target=target, drift=drift, why=why):
                 assert source != target, "never migrates a VM onto the host it is on"
                 assert source in seen, "the source is where a probe found the VM"
                 assert len(running_on(desired.domain, views)) <= 1, "never moves a VM running twice"
                 assert target in views and eligible_target(views[target]), (
                     "never onto an unknown, unreachable or maintenance host")
-                assert not desired.abort and drift == placed_before
-                assert not (placed_before and desired.drift_action is DriftAction.REPORT)
-                if desired.target is not None:
+                assert not desired.abort and drift == (placed_before and not why)
+                assert not (placed_before and desired.drift_action is DriftAction.REPORT and not why)
+                if desired.target is not None and why:
+                    # Displaced: off a host in maintenance, to another host of the home's pool.
+                    assert views[desired.target].spec.maintenance and views[source].spec.maintenance
+                    assert pool_of(views[target].spec) == pool_of(views[desired.target].spec)
+                elif desired.target is not None:
                     assert target == desired.target
                 else:
                     assert desired.selector is not None
@@ -120,7 +130,7 @@ class TestThePlanner:
                     needs = min(d.memory_bytes for d in seen[source])
                     report = views[target].report
                     assert report is not None and report.memory_free_bytes >= needs
-                if desired.source is not None and not placed_before:
+                if desired.source is not None and not placed_before and not why:
                     assert source == desired.source
                 waiting = memory.next_attempt_at is not None and now < memory.next_attempt_at
                 assert not (waiting and (desired.target is not None or target == memory.chosen_target)), (

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from vmmigration.core.spec import Desired, DriftAction, HypervisorSpec, Phase, PlacementMode, Selector
+from vmmigration.core.spec import (
+    Desired,
+    DrainPolicy,
+    DriftAction,
+    HypervisorSpec,
+    Phase,
+    PlacementMode,
+    Selector,
+)
 from vmmigration.core.model import GIB, MIB, HostReport, PauseReason, PowerState
 from vmmigration.core.memory import Attempt, Condition, Memory
 from vmmigration.core.reconcile import (
     Abort,
     Action,
     Block,
+    Displaced,
     Idle,
     Migrate,
     Placed,
@@ -29,7 +38,7 @@ ZONE = Selector(match_labels=(("zone", "lab"),))
 
 def host(name: str, *domains: str, reachable: bool = True, maintenance: bool = False,
          labels: dict[str, str] | None = None, free_mib: int = 4096, paused: str = "",
-         probed: bool = True, split: str = "") -> HypervisorView:
+         probed: bool = True, split: str = "", exclude: tuple[str, ...] = ()) -> HypervisorView:
     found = [domain(d) for d in domains]
     if split:  # the source half of a post-copy whose link failed
         found.append(domain(split, state=PowerState.PAUSED, reason=PauseReason.POST_COPY_FAILED))
@@ -40,7 +49,7 @@ def host(name: str, *domains: str, reachable: bool = True, maintenance: bool = F
                         error="" if reachable else "connection refused")
     spec = HypervisorSpec(name=name, uri=f"qemu+tcp://{name}/system",
                           labels=tuple(sorted((labels or {"zone": "lab"}).items())),
-                          maintenance=maintenance)
+                          maintenance=maintenance, drain=DrainPolicy(exclude=frozenset(exclude)))
     return HypervisorView(spec=spec, report=report if probed else None)
 
 
@@ -50,10 +59,10 @@ def hosts(*views: HypervisorView) -> dict[str, HypervisorView]:
 
 def run(desired: Desired, views: dict[str, HypervisorView], memory: Memory = Memory(),
         claims: tuple[Claim, ...] = (), in_flight: tuple[InFlight, ...] = (),
-        now: float = 1000.0, avoid: dict[str, str] | None = None) -> Action:
+        now: float = 1000.0, avoid: dict[str, str] | None = None, hint: str | None = None) -> Action:
     return decide(key="default/web", created="2026-01-01T00:00:00Z", desired=desired,
                   memory=memory, hypervisors=views, claims=claims, in_flight=in_flight, now=now,
-                  avoid=avoid)
+                  avoid=avoid, hint=hint)
 
 
 PINNED = Desired(domain="web-01", target="b")
@@ -111,7 +120,8 @@ SELECTED = Desired(domain="web-01", selector=ZONE)
     pytest.param(SELECTED, hosts(host("a", "web-01"), host("b")), Memory(),
                  Placed("a"), id="selector-already-satisfied"),
     pytest.param(SELECTED, hosts(host("a", "web-01", maintenance=True), host("b")), Memory(phase=Phase.PLACED),
-                 Migrate(source="a", target="b", drift=True), id="maintenance-moves-selected-vms-off"),
+                 Migrate(source="a", target="b", why="a is in maintenance"),
+                 id="maintenance-moves-selected-vms-off-and-that-is-no-drift"),
     pytest.param(SELECTED, hosts(host("a", "web-01", labels={"zone": "x"}), host("b", free_mib=64),
                                  host("c", reachable=False), host("d", maintenance=True)),
                  Memory(), Block("NoEligibleTarget", "", "a"), id="selector-with-no-eligible-host"),
@@ -168,3 +178,82 @@ def test_when_every_candidate_refused_the_block_says_why_each_did() -> None:
     action = run(SELECTED, views, Memory(), avoid={"b": "CpuIncompatible"})
     assert isinstance(action, Block) and action.reason == "NoEligibleTarget"
     assert "b refused it (CpuIncompatible)" in action.message
+
+
+# ---- maintenance: displacement, exclusion, placement Once, rebalancing hints ----------
+
+PLACED = Memory(phase=Phase.PLACED)
+POOL_A = {"zone": "lab", "vmmigration.dev/pool": "a"}
+POOL_B = {"zone": "lab", "vmmigration.dev/pool": "b"}
+
+
+def test_a_vm_pinned_to_a_host_in_maintenance_is_displaced_to_another_host_of_its_pool() -> None:
+    views = hosts(host("b", "web-01", maintenance=True, labels=POOL_A), host("c", labels=POOL_B),
+                  host("d", labels=POOL_A))
+    action = run(PINNED, views, PLACED)
+    assert isinstance(action, Migrate) and (action.source, action.target) == ("b", "d")
+    assert not action.drift and "maintenance" in action.why
+
+
+def test_a_displaced_vm_stays_put_while_its_host_is_in_maintenance_and_says_why() -> None:
+    views = hosts(host("b", maintenance=True), host("d", "web-01"))
+    assert run(PINNED, views, PLACED) == Displaced(current="d", home="b")
+    assert run(PINNED, views, Memory(phase=Phase.DISPLACED)) == Displaced(current="d", home="b")
+
+
+def test_a_displaced_vm_goes_home_when_the_maintenance_ends_and_it_is_no_drift() -> None:
+    views = hosts(host("b"), host("d", "web-01"))
+    action = run(PINNED, views, Memory(phase=Phase.DISPLACED))
+    assert action == Migrate(source="d", target="b")
+
+
+def test_a_displaced_vm_whose_user_chose_another_host_goes_there_instead() -> None:
+    views = hosts(host("b", maintenance=True), host("c"), host("d", "web-01"))
+    action = run(Desired(domain="web-01", target="c"), views, Memory(phase=Phase.DISPLACED))
+    assert isinstance(action, Migrate) and action.target == "c"
+
+
+def test_a_vm_never_placed_on_a_host_in_maintenance_is_blocked_not_displaced() -> None:
+    views = hosts(host("b", maintenance=True), host("d", "web-01"))
+    action = run(PINNED, views, Memory())
+    assert isinstance(action, Block) and action.reason == "HostInMaintenance"
+
+
+def test_a_pinned_vm_with_nowhere_to_go_in_its_pool_blocks_the_drain_with_the_reason() -> None:
+    views = hosts(host("b", "web-01", maintenance=True, labels=POOL_A), host("c", labels=POOL_B))
+    action = run(PINNED, views, PLACED)
+    assert isinstance(action, Block) and action.reason == "NoEligibleTarget"
+    assert "pool a" in action.message
+
+
+def test_an_excluded_domain_stays_on_its_host_in_maintenance() -> None:
+    pinned = hosts(host("b", "web-01", maintenance=True, exclude=("web-01",)), host("d"))
+    assert run(PINNED, pinned, PLACED) == Placed("b")
+    selected = hosts(host("a", "web-01", maintenance=True, exclude=("web-01",)), host("b"))
+    assert run(SELECTED, selected, PLACED) == Placed("a")
+
+
+def test_a_vm_placed_once_is_left_alone_unless_its_host_enters_maintenance() -> None:
+    once = Desired(domain="web-01", selector=ZONE, placement=PlacementMode.ONCE)
+    assert run(once, hosts(host("a", "web-01"), host("b", maintenance=True)), PLACED) == Idle()
+    action = run(once, hosts(host("a", "web-01", maintenance=True), host("b")), PLACED)
+    assert isinstance(action, Migrate) and action.target == "b"
+
+
+def test_a_vm_pinned_once_and_displaced_still_comes_home() -> None:
+    once = Desired(domain="web-01", target="b", placement=PlacementMode.ONCE)
+    views = hosts(host("b", maintenance=True), host("d", "web-01"))
+    assert run(once, views, PLACED) == Displaced(current="d", home="b")
+    back = run(once, hosts(host("b"), host("d", "web-01")), Memory(phase=Phase.DISPLACED))
+    assert back == Migrate(source="d", target="b")
+
+
+def test_a_rebalancing_hint_moves_a_selected_vm_to_that_host_and_no_other() -> None:
+    views = hosts(host("a", "web-01"), host("b"), host("c"))
+    action = run(SELECTED, views, PLACED, hint="c")
+    assert isinstance(action, Migrate) and action.target == "c" and not action.drift
+    assert run(SELECTED, views, PLACED, hint="a") == Placed("a"), "already there"
+    ineligible = hosts(host("a", "web-01"), host("c", maintenance=True))
+    assert run(SELECTED, ineligible, PLACED, hint="c") == Placed("a")
+    assert run(SELECTED, hosts(host("a", "web-01"), host("c", labels={"zone": "x"})), PLACED,
+               hint="c") == Placed("a"), "a hint never overrides the selector"

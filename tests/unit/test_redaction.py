@@ -78,8 +78,8 @@ def test_a_planted_pkipath_or_keyfile_reaches_no_status_event_or_log(
         for name in ("kvm-a", "kvm-b"):
             report = await runtime.probe(name)
             assert report is not None
-            hypervisor_patches.append(runtime.hypervisor_status(name, previous={}, generation=1,
-                                                                report=report))
+            hypervisor_patches.append(await runtime.hypervisor_status(name, previous={}, generation=1,
+                                                                      report=report))
         await runtime.pass_once(key="default/web", body=body, stopped=NeverStopped())
 
     asyncio.run(passes())

@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client import start_http_server as _start_http_server
 
+from vmmigration.core.drain import Counts as DrainCounts
 from vmmigration.core.limiter import Limiter
 from vmmigration.core.model import HostReport, JobProgress
 from vmmigration.service.driver import ABORTED, FAILED, SUCCEEDED
@@ -48,6 +49,7 @@ FORECAST_ERROR_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2, 4)
 
 # libvirt operations whose errors are counted (the ``operation`` label).
 OPERATIONS = ("probe", "check", "migrate", "adopt")
+DRAIN_STATES = ("total", "moved", "moving", "queued", "failed", "blocked", "remaining")
 
 
 class Metrics:
@@ -121,8 +123,28 @@ class Metrics:
             "Status patches the operator sent to the API server, by resource. It writes only "
             "on change, so this tracks real changes (and progress at a bounded rate).",
             ["resource"], registry=r)
-        for resource in ("vmmigrations", "hypervisors"):
+        for resource in ("vmmigrations", "hypervisors", "hypervisorpools"):
             self.status_patches.labels(resource=resource)
+        self.drain_vms = Gauge(
+            "vmmigration_drain_vms",
+            "Domains of a Hypervisor's drain by state (total, moved, moving, queued, failed, "
+            "blocked, remaining), while its status shows a drain.", ["hypervisor", "state"],
+            registry=r)
+        self.drain_progress = Gauge(
+            "vmmigration_drain_last_progress_timestamp_seconds",
+            "When a domain last left the Hypervisor being drained (its start before the first).",
+            ["hypervisor"], registry=r)
+        self.pool_spread = Gauge(
+            "vmmigration_pool_load_spread_ratio",
+            "Memory load of a HypervisorPool's most loaded host minus its least loaded (0 to 1).",
+            ["pool"], registry=r)
+        self.pool_threshold = Gauge(
+            "vmmigration_pool_rebalance_threshold_ratio",
+            "The spread above which the pool is rebalanced (0 to 1), while rebalancing is enabled.",
+            ["pool"], registry=r)
+        self.rebalance_moves = Counter(
+            "vmmigration_rebalance_moves", "Moves started to rebalance a HypervisorPool.",
+            ["pool"], registry=r)
         self.reconcile_errors = Counter(
             "vmmigration_reconcile_errors",
             "Reconcile passes that raised an unexpected error and were retried.", registry=r)
@@ -218,6 +240,34 @@ class Metrics:
 
     def libvirt_error(self, operation: str) -> None:
         self.libvirt_errors.labels(operation=operation).inc()
+
+    # ---- drains and pools -----------------------------------------------------------
+
+    def drain(self, name: str, counts: DrainCounts | None, *, last_progress: float | None) -> None:
+        """A drain's figures, or None: no drain to show (the series go)."""
+        if counts is None:
+            for state in DRAIN_STATES:
+                _remove(self.drain_vms, (name, state))
+            _remove(self.drain_progress, (name,))
+            return
+        for state in DRAIN_STATES:
+            value = counts.remaining if state == "remaining" else getattr(counts, state)
+            self.drain_vms.labels(hypervisor=name, state=state).set(value)
+        if last_progress is not None:
+            self.drain_progress.labels(hypervisor=name).set(last_progress)
+
+    def pool(self, name: str, *, spread_ratio: float | None, threshold_ratio: float | None) -> None:
+        if spread_ratio is None:
+            _remove(self.pool_spread, (name,))
+        else:
+            self.pool_spread.labels(pool=name).set(spread_ratio)
+        if threshold_ratio is None:
+            _remove(self.pool_threshold, (name,))
+        else:
+            self.pool_threshold.labels(pool=name).set(threshold_ratio)
+
+    def rebalanced(self, pool: str, *, moves: int) -> None:
+        self.rebalance_moves.labels(pool=pool).inc(moves)
 
 
 def _labels(key: str) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """The command line: ``vmmigration migrate``, ``plan``, ``report``, ``inspect`` and ``operator``,
-which talk to libvirt, and ``get``, ``move``, ``abort``, ``watch`` and ``delete``, which act
-through the Kubernetes API (also as the kubectl plugin ``kubectl vmm``).
+which talk to libvirt, and ``get``, ``move``, ``abort``, ``watch``, ``delete``, ``drain``,
+``undrain`` and ``pool``, which act through the Kubernetes API (also as the kubectl plugin
+``kubectl vmm``).
 
 One module per command; this one holds the group and the entry points. The test
 bed's commands (``sandbox``, ``demo``) are ``vmmigration-testbed``'s own.
@@ -14,7 +15,20 @@ import sys
 import click
 
 from vmmigration.adapters.kube.api import ApiError
-from vmmigration.cli import abort, delete, get, inspect, migrate, move, operator, plan, report, watch
+from vmmigration.cli import (
+    abort,
+    delete,
+    drain,
+    get,
+    inspect,
+    migrate,
+    move,
+    operator,
+    plan,
+    pool,
+    report,
+    watch,
+)
 from vmmigration.cli.plugin import kubectl_vmm
 from vmmigration.core.config import SettingsError
 from vmmigration.core.errors import VirtError
@@ -32,7 +46,8 @@ def cli(verbose: bool) -> None:
 
 
 for command in (migrate.migrate, plan.plan, report.report, inspect.inspect, operator.operator,
-                get.get, move.move, abort.abort, watch.watch, delete.delete):
+                get.get, move.move, abort.abort, watch.watch, delete.delete, drain.drain, drain.undrain,
+                pool.pool):
     cli.add_command(command)
 
 

@@ -1,4 +1,5 @@
-"""``vmmigration get vmm|hv [NAME]``: VMMigrations and Hypervisors as tables, in human units."""
+"""``vmmigration get vmm|hv|pool [NAME]``: VMMigrations, Hypervisors and HypervisorPools as tables,
+in human units."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any
 import click
 from vmmigration.cli.cluster import Where, cluster_options
 from vmmigration.core import units
+from vmmigration.core.drains import POOL_COLUMNS, pool_row
 from vmmigration.core.memory import parse_timestamp
 from vmmigration.core.moves import condition_of, get as field, percent, section, selector_text
 
 KINDS = {"vmm": "vmm", "vmmigration": "vmm", "vmmigrations": "vmm",
-         "hv": "hv", "hypervisor": "hv", "hypervisors": "hv"}
+         "hv": "hv", "hypervisor": "hv", "hypervisors": "hv",
+         "hvpool": "pool", "pool": "pool", "pools": "pool", "hypervisorpool": "pool", "hypervisorpools": "pool"}
 
 VMM_COLUMNS = ("NAME", "DOMAIN", "HOST", "TARGET", "PHASE", "PROGRESS", "DOWNTIME", "DURATION",
                "REASON", "AGE")
@@ -24,14 +27,21 @@ _TROUBLE = ("Blocked", "Drifted", "Queued")
 
 
 @click.command()
-@click.argument("kind", metavar="vmm|hv", type=click.Choice(sorted(KINDS), case_sensitive=False))
+@click.argument("kind", metavar="vmm|hv|pool", type=click.Choice(sorted(KINDS), case_sensitive=False))
 @click.argument("name", required=False)
 @click.option("-A", "--all-namespaces", is_flag=True, help="VMMigrations of every namespace.")
 @cluster_options
 def get(kind: str, name: str | None, all_namespaces: bool, where: Where) -> None:
-    """List VMMigrations (vmm) or Hypervisors (hv), or show the one named NAME."""
+    """List VMMigrations (vmm), Hypervisors (hv) or HypervisorPools (pool, hvpool), or show the
+    one named NAME (`vmmigration pool NAME` shows a pool in full)."""
     cluster, namespace = where.connect()
     now = time.time()
+    if KINDS[kind.lower()] == "pool":
+        pools = [cluster.hypervisorpool(name)] if name else cluster.hypervisorpools()
+        show(POOL_COLUMNS, [pool_row(i, now=now) for i in sorted(pools, key=_name)])
+        if not pools:
+            click.echo("No HypervisorPools found.", err=True)
+        return
     if KINDS[kind.lower()] == "hv":
         items = [cluster.hypervisor(name)] if name else cluster.hypervisors()
         show(HV_COLUMNS, [hypervisor_row(i, now=now) for i in sorted(items, key=_name)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from vmmigration.cli import abort, delete, get, move, watch
+from vmmigration.cli import abort, delete, drain, get, move, pool, watch
 
 
 @click.group()
@@ -17,5 +17,6 @@ def kubectl_vmm() -> None:
     """Place libvirt/KVM VMs through their VMMigrations (the vmmigration operator's verbs)."""
 
 
-for command in (get.get, move.move, abort.abort, watch.watch, delete.delete):
+for command in (get.get, move.move, abort.abort, watch.watch, delete.delete, drain.drain, drain.undrain,
+                pool.pool):
     kubectl_vmm.add_command(command)

@@ -113,7 +113,8 @@ def plan(action: reconcile.Action, *, desired: Desired, memory: Memory,
          looked_again: bool) -> Effects:
     """The effects of decide's action. ``admission`` is why no slot is free (Migrate only)."""
     domain = desired.domain
-    kept_phase = memory.phase if memory.phase in (Phase.FAILED, Phase.PLACED) else Phase.PENDING
+    kept_phase = (memory.phase if memory.phase in (Phase.FAILED, Phase.PLACED, Phase.DISPLACED)
+                  else Phase.PENDING)
     match action:
         case reconcile.Idle():
             return Effects(phase=None, idle=True)
@@ -122,7 +123,16 @@ def plan(action: reconcile.Action, *, desired: Desired, memory: Memory,
                 phase=Phase.PLACED, failed=False, drifted=False,
                 conditions=(condition("Ready", True, Reason.PLACED, f"domain {domain} runs on {current}"),),
                 fields={"currentHypervisor": current, "targetHypervisor": current,
-                        "attempt": None, "nextAttemptTime": None})
+                        "attempt": None, "nextAttemptTime": None, "displacedFrom": None})
+        case reconcile.Displaced(current=current, home=home):
+            message = (f"domain {domain} runs on {current} while {home} is in maintenance; "
+                       f"it goes back when the maintenance ends")
+            return Effects(
+                phase=Phase.DISPLACED, failed=False, drifted=False,
+                conditions=(condition("Ready", False, Reason.DISPLACED, message),),
+                fields={"currentHypervisor": current, "attempt": None, "nextAttemptTime": None,
+                        "displacedFrom": home},
+                events=() if memory.phase is Phase.DISPLACED else (Event("Normal", "Displaced", message),))
         case reconcile.Block(reason=reason, message=message, current=current):
             if reason.skew_prone and not looked_again:
                 # Each host is probed on its own clock: look at all of them at one
@@ -155,9 +165,9 @@ def plan(action: reconcile.Action, *, desired: Desired, memory: Memory,
                             condition("Ready", False, Reason.DRIFTED, message)),
                 fields={"currentHypervisor": current},
                 events=() if memory.was_drifted else (Event("Warning", "DriftDetected", message),))
-        case reconcile.Migrate(source=source, target=target, drift=drift):
+        case reconcile.Migrate(source=source, target=target, drift=drift, why=why):
             return _migrate(domain, memory=memory, source=source, target=target, drift=drift,
-                            admission=admission)
+                            admission=admission, why=why)
         case reconcile.Recover(source=source, target=target):
             if source not in hypervisors or target not in hypervisors:
                 return Effects(phase=Phase.MIGRATING, conditions=(condition(
@@ -170,16 +180,17 @@ def plan(action: reconcile.Action, *, desired: Desired, memory: Memory,
 
 
 def _migrate(domain: str, *, memory: Memory, source: str, target: str, drift: bool,
-             admission: str | None) -> Effects:
+             admission: str | None, why: str = "") -> Effects:
+    because = f" ({why})" if why else ""
     if admission is not None:
         return Effects(
             phase=Phase.PENDING, queued=True,
-            conditions=(condition("Queued", True, Reason.CONCURRENCY_LIMIT, admission),
-                        condition("Ready", False, Reason.QUEUED, admission)),
+            conditions=(condition("Queued", True, Reason.CONCURRENCY_LIMIT, admission + because),
+                        condition("Ready", False, Reason.QUEUED, admission + because)),
             fields={"sourceHypervisor": source, "targetHypervisor": target})
     # A correction after the VM was placed counts its attempts afresh.
     attempts = 1 if memory.placed_before else memory.attempts + 1
-    checking = f"checking that {domain} can move from {source} to {target}"
+    checking = f"checking that {domain} can move from {source} to {target}{because}"
     events = (Event("Warning", "DriftDetected", f"domain {domain} runs on {source}, not on "
                                                 f"{target}; moving it back"),) if drift else ()
     return Effects(

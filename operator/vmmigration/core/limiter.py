@@ -29,6 +29,9 @@ class Limiter:
         self._holding: dict[str, InFlight] = {}
         self._running: set[str] = set()
         self._queued: set[str] = set()
+        # What each VMMigration last asked a slot for, and what the move costs
+        # (the VM's memory): queued moves are admitted cheapest first.
+        self._asks: dict[str, tuple[InFlight, int]] = {}
 
     # ---- reading ------------------------------------------------------------
 
@@ -56,11 +59,33 @@ class Limiter:
         outbound = sum(1 for m in self._holding.values() if m.source == host)
         return inbound, outbound
 
-    def why_not(self, *, source: str, target: str,
-                hypervisors: Mapping[str, HypervisorView]) -> str | None:
-        """None if a migration source -> target may take a slot now; otherwise why it waits."""
-        return admit(source=source, target=target, in_flight=self.in_flight,
-                     hypervisors=hypervisors, cluster_limit=self.limits.max_concurrent)
+    def why_not(self, *, source: str, target: str, hypervisors: Mapping[str, HypervisorView],
+                key: str | None = None, cost: int = 0) -> str | None:
+        """None if a migration source -> target may take a slot now; otherwise why it waits.
+
+        With ``key``, a queued move that costs less (``cost``: the VM's memory)
+        and could start now goes first: a drain empties its host fastest by
+        moving the small VMs while the slots allow, and a big VM does not hold
+        a slot that three small ones could have used.
+        """
+        in_flight = self.in_flight
+        why = admit(source=source, target=target, in_flight=in_flight,
+                    hypervisors=hypervisors, cluster_limit=self.limits.max_concurrent)
+        if key is None:
+            return why
+        self._asks[key] = (InFlight(key=key, source=source, target=target), cost)
+        if why is not None:
+            return why
+        cheaper = sorted((asked_cost, other) for other in self._queued if other != key
+                         and other not in self._holding
+                         for asked, asked_cost in (self._asks.get(other, (None, 0)),) if asked is not None
+                         and (asked_cost, other) < (cost, key)
+                         and admit(source=asked.source, target=asked.target, in_flight=in_flight,
+                                   hypervisors=hypervisors, cluster_limit=self.limits.max_concurrent) is None)
+        if cheaper:
+            return (f"{len(cheaper)} smaller queued move{'s' if len(cheaper) > 1 else ''} go first "
+                    f"({cheaper[0][1]} next)")
+        return None
 
     # ---- changing -------------------------------------------------------------
 
@@ -71,6 +96,7 @@ class Limiter:
         """Take a slot (admitted, or an attempt a restart must settle). Leaves the queue."""
         self._holding[key] = InFlight(key=key, source=source, target=target)
         self._queued.discard(key)
+        self._asks.pop(key, None)
 
     def running(self, key: str, *, running: bool) -> None:
         """libvirt's job for ``key`` started (True) or is no longer watched here (False)."""
@@ -87,3 +113,4 @@ class Limiter:
     def forget(self, key: str) -> None:
         """The VMMigration is gone, or no longer waits (aborted)."""
         self._queued.discard(key)
+        self._asks.pop(key, None)

@@ -39,6 +39,7 @@ class Reason(str, enum.Enum):
     INVALID_SPEC = "InvalidSpec"
     DOWNTIME_BUDGET = "DowntimeBudget"  # no allowed strategy fits policy.maxDowntimeMs
     DRY_RUN = "DryRun"  # spec.dryRun: planned, and nothing moves
+    DISPLACED = "Displaced"  # pinned to a host in maintenance: runs elsewhere in its pool for now
     # Where a VMMigration is on its way.
     AS_EXPECTED = "AsExpected"
     QUEUED = "Queued"

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from vmmigration.core.memory import Memory
+from vmmigration.core.pools import pool_of, pool_selector
 from vmmigration.core.reasons import Reason
 from vmmigration.core.spec import Desired, DriftAction, Phase, PlacementMode
 from vmmigration.core.scheduling import (
@@ -40,6 +41,17 @@ class Migrate:
     source: str
     target: str
     drift: bool = False
+    # Why, when it is not the spec itself: the VM's host is in maintenance (a pinned
+    # VM is displaced to its pool), or rebalancing asked for this host.
+    why: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Displaced:
+    """Pinned to ``home``, which is in maintenance: the VM stays on ``current`` until it ends."""
+
+    current: str
+    home: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +92,7 @@ class Idle:
     """placement: Once, and the VM was placed: stop watching."""
 
 
-Action = Recover | Migrate | Placed | Wait | Block | Abort | ReportDrift | Idle
+Action = Recover | Migrate | Placed | Wait | Block | Abort | ReportDrift | Idle | Displaced
 
 
 def decide(
@@ -94,8 +106,10 @@ def decide(
     in_flight: Sequence[InFlight],
     now: float,
     avoid: Mapping[str, str] | None = None,
+    hint: str | None = None,
 ) -> Action:
-    """``avoid`` maps hosts that refused this VM at a pre-check lately to why (selectors only)."""
+    """``avoid`` maps hosts that refused this VM at a pre-check lately to why (selectors only);
+    ``hint`` is the host rebalancing asked a selector-placed VM to move to."""
     if memory.phase is Phase.MIGRATING and memory.attempt is not None:
         return Recover(source=memory.attempt.source, target=memory.attempt.target)
 
@@ -104,7 +118,9 @@ def decide(
         return Block(Reason.CONFLICT, f"VMMigration {rival.key} is older and already manages domain "
                                  f"{desired.domain}; delete one of the two")
 
-    if desired.placement is PlacementMode.ONCE and memory.phase is Phase.PLACED:
+    once_placed = desired.placement is PlacementMode.ONCE and memory.phase is Phase.PLACED
+    if once_placed and not any(view.spec.maintenance for view in hypervisors.values()):
+        # The common case, without looking the domain up: nothing can call it away.
         return Idle()
 
     where = whereabouts(desired.domain, hypervisors)
@@ -136,41 +152,81 @@ def decide(
         return Block(Reason.DOMAIN_NOT_FOUND, f"no Hypervisor holds a domain named {desired.domain}")
 
     memory_bytes = where.summary.memory_bytes if where.summary else 0
+    here = hypervisors.get(current)
+    leaving = here is not None and here.spec.maintenance  # its host is being drained
+    kept = leaving and here is not None and desired.domain in here.spec.drain.exclude
+    why = ""
+    if once_placed and (not leaving or kept):
+        # Placed once and left alone, unless a drain calls it away (above), or it was
+        # displaced: it still has to come home when the maintenance ends.
+        home_view = hypervisors.get(desired.target) if desired.target else None
+        if not (home_view is not None and home_view.spec.maintenance and current != desired.target):
+            return Idle()
     if desired.target is not None:
         view = hypervisors.get(desired.target)
         if view is None:
             return Block(Reason.UNKNOWN_HYPERVISOR, f"no Hypervisor named {desired.target}", current)
-        if current == desired.target:
-            return Placed(current)
         if view.spec.maintenance:
-            return Block(Reason.HOST_IN_MAINTENANCE, f"target {desired.target} is in maintenance and "
-                                              "takes no new VMs", current)
-        if not view.reachable:
+            if kept or (current != desired.target and not leaving):
+                if current == desired.target:
+                    return Placed(current)  # excluded from the drain: it stays
+                if memory.phase in (Phase.PLACED, Phase.DISPLACED):
+                    return Displaced(current=current, home=desired.target)
+                return Block(Reason.HOST_IN_MAINTENANCE, f"target {desired.target} is in maintenance and "
+                                                  "takes no new VMs", current)
+            # On a host in maintenance: off to another host of the home's pool, for now.
+            pool = pool_of(view.spec)
+            chosen, refused = choose_target(selector=pool_selector(pool), hypervisors=hypervisors,
+                                            memory_bytes=memory_bytes, current=current,
+                                            preferred=memory.chosen_target, in_flight=in_flight,
+                                            avoid=avoid or {})
+            if chosen is None:
+                return Block(Reason.NO_ELIGIBLE_TARGET, f"{current} is in maintenance and no other "
+                             f"Hypervisor of pool {pool or '(default)'} can take {desired.domain}: "
+                             f"{refused}", current)
+            target = chosen
+            why = f"{current} is in maintenance; {desired.domain} is displaced until it ends"
+        elif current == desired.target:
+            return Placed(current)
+        elif not view.reachable:
             error = view.report.error if view.report else "not probed yet"
             return Block(Reason.TARGET_UNREACHABLE, f"target {desired.target} is unreachable: {error}",
                          current)
-        target = desired.target
+        else:
+            target = desired.target
     else:
         assert desired.selector is not None
-        home = hypervisors.get(current)
-        if home is not None and suitable_home(home, desired.selector):
+        if kept:
             return Placed(current)
-        chosen, why = choose_target(selector=desired.selector, hypervisors=hypervisors,
-                                    memory_bytes=memory_bytes, current=current,
-                                    preferred=memory.chosen_target, in_flight=in_flight,
-                                    avoid=avoid or {})
-        if chosen is None:
-            return Block(Reason.NO_ELIGIBLE_TARGET, f"no Hypervisor can take {desired.domain}: {why}",
-                         current)
-        target = chosen
+        hinted = None
+        if hint is not None and hint != current and not leaving:
+            hinted, _ = choose_target(selector=desired.selector, hypervisors=hypervisors,
+                                      memory_bytes=memory_bytes, current=current, preferred=hint,
+                                      in_flight=in_flight, avoid=avoid or {})
+        if hinted is not None and hinted == hint:
+            target = hinted
+            why = f"rebalancing its pool moves {desired.domain} to {hint}"
+        else:
+            if here is not None and suitable_home(here, desired.selector):
+                return Placed(current)
+            chosen, refused = choose_target(selector=desired.selector, hypervisors=hypervisors,
+                                            memory_bytes=memory_bytes, current=current,
+                                            preferred=memory.chosen_target, in_flight=in_flight,
+                                            avoid=avoid or {})
+            if chosen is None:
+                return Block(Reason.NO_ELIGIBLE_TARGET, f"no Hypervisor can take {desired.domain}: "
+                             f"{refused}", current)
+            target = chosen
+            if leaving:
+                why = f"{current} is in maintenance"
 
     placed_before = memory.placed_before
-    if desired.source is not None and current != desired.source and not placed_before:
+    if desired.source is not None and current != desired.source and not placed_before and not why:
         return Block(Reason.NOT_ON_SOURCE, f"domain {desired.domain} is on {current}, not on "
                                     f"sourceHypervisor {desired.source}", current)
     if desired.abort:
         return Abort(current)
-    if placed_before and desired.drift_action is DriftAction.REPORT:
+    if placed_before and desired.drift_action is DriftAction.REPORT and not why:
         return ReportDrift(current=current, target=target)
     # A selector that moved on to another host after a refusal need not wait:
     # the backoff was for the host that refused.
@@ -178,7 +234,8 @@ def decide(
     if memory.next_attempt_at is not None and now < memory.next_attempt_at and not elsewhere:
         return Wait(Reason.BACKOFF, f"retrying in {memory.next_attempt_at - now:.0f} s "
                                f"(attempt {memory.attempts + 1})")
-    return Migrate(source=current, target=target, drift=placed_before)
+    # A move for maintenance or rebalancing is no drift: nobody moved the VM behind our back.
+    return Migrate(source=current, target=target, drift=placed_before and not why, why=why)
 
 
 def backoff_seconds(*, failures: int, base: float, cap: float) -> float:

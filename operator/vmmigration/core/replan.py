@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from vmmigration.core.model import OnTimeout, Policy
 from vmmigration.core.scheduling import HypervisorView
-from vmmigration.core.spec import Desired
+from vmmigration.core.spec import Desired, WhenCancelled
 
 # What an abort of a pre-copy costs, in seconds of a new move: libvirt's cleanup.
 ABORT_SECONDS = 1.0
@@ -33,8 +33,9 @@ KEEP = Replan(cancel=False)
 
 def replan(*, desired: Desired | None, source: str, target: str,
            hypervisors: Mapping[str, HypervisorView], in_post_copy: bool,
-           eta_seconds: float | None) -> Replan:
-    """``desired`` is the spec as it is now (None when it no longer parses: keep going)."""
+           eta_seconds: float | None, hint: str | None = None) -> Replan:
+    """``desired`` is the spec as it is now (None when it no longer parses: keep going);
+    ``hint`` the host rebalancing asked for, if any."""
     if in_post_copy:
         return KEEP
     if target not in hypervisors:
@@ -42,8 +43,17 @@ def replan(*, desired: Desired | None, source: str, target: str,
                             f"the VM stays on {source}")
     if desired is None:
         return KEEP
+    home = hypervisors.get(source)
+    draining = home is not None and home.spec.maintenance
+    # A drain cancelled half way (maintenance cleared): its moves stop or finish as the
+    # source host's drain.whenCancelled says.
+    finish = home is not None and home.spec.drain.when_cancelled is WhenCancelled.FINISH
     if desired.target is not None:
         if desired.target == source:
+            if home is not None and draining and desired.domain not in home.spec.drain.exclude:
+                return KEEP  # displaced for the maintenance: leaving is the point
+            if finish:
+                return KEEP
             return Replan(True, f"the VM is wanted on {source} again, where it still runs; "
                                 "cancelled the move instead of finishing it and moving back")
         if desired.target == target:
@@ -52,8 +62,12 @@ def replan(*, desired: Desired | None, source: str, target: str,
     if desired.selector is not None:
         labels = hypervisors[target].spec.label_map
         if desired.selector.matches(labels):
+            if (hint != target and home is not None and not draining and not finish
+                    and desired.selector.matches(home.spec.label_map)):
+                # Its host is fine again (maintenance cleared): the drain was cancelled.
+                return Replan(True, f"{source} is no longer in maintenance and the VM still runs "
+                                    "there; cancelled the move (drain.whenCancelled: Abort)")
             return KEEP
-        home = hypervisors.get(source)
         if home is not None and desired.selector.matches(home.spec.label_map):
             return Replan(True, f"{target} no longer matches the selector and {source}, where the "
                                 "VM still runs, does: cancelled the move")

@@ -39,6 +39,9 @@ class Phase(str, enum.Enum):
     PLACED = "Placed"
     FAILED = "Failed"
     ABORTED = "Aborted"
+    # Pinned to a host in maintenance, the VM runs on another host of its pool
+    # until the maintenance ends, and then goes back.
+    DISPLACED = "Displaced"
 
 
 class PlacementMode(str, enum.Enum):
@@ -108,6 +111,20 @@ class SecretRef:
     namespace: str | None = None
 
 
+class WhenCancelled(str, enum.Enum):
+    """What happens to the moves a drain started when maintenance is cleared half way."""
+
+    ABORT = "Abort"  # stop them: the VMs stay where the abort leaves them, each running once
+    FINISH = "Finish"  # let them end; only the queued ones are dropped
+
+
+@dataclasses.dataclass(frozen=True)
+class DrainPolicy:
+    exclude: frozenset[str] = frozenset()  # domains that stay on the host (they block the drain)
+    when_cancelled: WhenCancelled = WhenCancelled.ABORT
+    mode: Mode = Mode.AUTO  # of the VMMigrations a drain makes for domains nobody manages
+
+
 @dataclasses.dataclass(frozen=True)
 class HypervisorSpec:
     name: str
@@ -118,6 +135,9 @@ class HypervisorSpec:
     maintenance: bool = False
     max_inbound: int = 2
     max_outbound: int = 2
+    drain: DrainPolicy = DrainPolicy()
+    # The memory VMs may use here (rebalancing's denominator); None: the probed total.
+    capacity_bytes: int | None = None
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -348,6 +368,11 @@ def parse_hypervisor(*, name: str, spec: Any, labels: Mapping[str, str] | None) 
     outbound = _integer(body.get("maxOutboundMigrations"), field="maxOutboundMigrations", default=2)
     if inbound < 1 or outbound < 1:
         raise SpecError("spec.maxInboundMigrations and maxOutboundMigrations must be at least 1")
+    capacity = _mapping(body.get("capacity"), field="capacity")
+    capacity_bytes = capacity.get("memoryBytes")
+    if capacity_bytes is not None and (not isinstance(capacity_bytes, int) or isinstance(capacity_bytes, bool)
+                                       or capacity_bytes < 1):
+        raise SpecError(f"spec.capacity.memoryBytes must be a positive byte count, not {_shown(capacity_bytes)}")
     return HypervisorSpec(
         name=name,
         uri=uri,
@@ -357,4 +382,22 @@ def parse_hypervisor(*, name: str, spec: Any, labels: Mapping[str, str] | None) 
         maintenance=_flag(body.get("maintenance"), field="maintenance", default=False),
         max_inbound=inbound,
         max_outbound=outbound,
+        drain=_drain_policy(body.get("drain")),
+        capacity_bytes=capacity_bytes,
     )
+
+
+def _drain_policy(raw: Any) -> DrainPolicy:
+    body = _mapping(raw, field="drain")
+    exclude = body.get("exclude")
+    if exclude is None:
+        exclude = []
+    if not isinstance(exclude, list) or not all(isinstance(d, str) and DOMAIN_NAME.fullmatch(d)
+                                                for d in exclude):
+        raise SpecError(f"spec.drain.exclude must list domain names, not {_shown(exclude)}")
+    mode = _enum(Mode, body.get("mode"), field="drain.mode", default=Mode.AUTO)
+    return DrainPolicy(
+        exclude=frozenset(exclude),
+        when_cancelled=_enum(WhenCancelled, body.get("whenCancelled"), field="drain.whenCancelled",
+                             default=WhenCancelled.ABORT),
+        mode=mode)

@@ -165,3 +165,27 @@ def hypervisor(
             k: v for k, v in previous.items() if k != "lastProbeTime"}:
         new["lastProbeTime"] = timestamp(report.probed_at)
     return new
+
+
+def with_drain(new: Mapping[str, Any], *, previous: Mapping[str, Any], fields: Mapping[str, Any],
+               drained: Condition | None, generation: int, now: float) -> dict[str, Any]:
+    """A Hypervisor's new status with its drain's fields and the Drained condition."""
+    result = {k: v for k, v in new.items()}
+    for name, value in fields.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    if drained is None:
+        return result
+    old_conditions = previous.get("conditions")
+    old = next((c for c in (old_conditions if isinstance(old_conditions, (list, tuple)) else ())
+                if isinstance(c, Mapping) and c.get("type") == "Drained"), None)
+    text = "True" if drained.status else "False"
+    since = old.get("lastTransitionTime") if old and old.get("status") == text else None
+    result["conditions"] = [*(c for c in result.get("conditions") or () if c.get("type") != "Drained"), {
+        "type": "Drained", "status": text, "reason": drained.reason, "message": drained.message[:1000],
+        "lastTransitionTime": since if isinstance(since, str) else timestamp(now),
+        "observedGeneration": generation,
+    }]
+    return result

@@ -32,6 +32,7 @@ from vmmigration.core.model import (
 from vmmigration.core.replan import replan, retunable
 from vmmigration.core.reasons import Reason, classify_check
 from vmmigration.core.spec import Desired, SpecError, parse_vmmigration
+from vmmigration.service.annotations import rebalance_hint
 from vmmigration.service.engine import (
     Engine,
     LostContact,
@@ -184,7 +185,8 @@ class Driver:
                         now: Desired | None = parse_vmmigration(spec)
                     except SpecError:
                         now = None
-                    self._replan(key, control, now=now, source=source, target=target)
+                    self._replan(key, control, now=now, source=source, target=target,
+                                 hint=rebalance_hint(body, now=self.clock()))
                     self._follow(key, control, started=desired, now=now,
                                  generation=int(body["metadata"].get("generation") or 0),
                                  post_copy=self._post_copy_allowed(command, desired))
@@ -247,10 +249,10 @@ class Driver:
                             now=self.clock(), plan=command.plan, generation=command.generation)
 
     def _replan(self, key: str, control: Control, *, now: Desired | None, source: str,
-                target: str) -> None:
+                target: str, hint: str | None) -> None:
         """Cancel the move in flight when it is no longer the one wanted (core.replan)."""
         latest = control.latest
-        verdict = replan(desired=now, source=source, target=target,
+        verdict = replan(desired=now, source=source, target=target, hint=hint,
                          hypervisors=self.fleet.hypervisors,
                          in_post_copy=latest is not None and latest.mode is EffectiveMode.POST_COPY,
                          eta_seconds=latest.eta_seconds if latest else None)

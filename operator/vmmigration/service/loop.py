@@ -21,6 +21,7 @@ from vmmigration.core.config import Settings
 from vmmigration.core.memory import Memory
 from vmmigration.core.model import Mode
 from vmmigration.core.spec import Desired, SpecError, parse_vmmigration
+from vmmigration.service.annotations import rebalance_hint
 from vmmigration.service.driver import Driver
 from vmmigration.service.fleet import Fleet
 from vmmigration.service.ports import EventPoster, Kube, Metrics, Stopped
@@ -132,10 +133,18 @@ class Loop:
             key=key, created=str(body["metadata"].get("creationTimestamp") or ""),
             desired=desired, memory=memory, hypervisors=self.fleet.hypervisors,
             claims=self.fleet.claims.on(desired.domain), in_flight=limiter.in_flight, now=now,
-            avoid=avoid)
-        admission = (limiter.why_not(source=action.source, target=action.target,
-                                     hypervisors=self.fleet.hypervisors)
-                     if isinstance(action, reconcile.Migrate) else None)
+            avoid=avoid, hint=rebalance_hint(body, now=now))
+        if isinstance(action, reconcile.Migrate):
+            found = self.fleet.hypervisors.get(action.source)
+            sizes = [d.memory_bytes for d in (found.report.by_name.get(desired.domain, ())
+                                              if found and found.report else ())]
+            admission = limiter.why_not(source=action.source, target=action.target,
+                                        hypervisors=self.fleet.hypervisors, key=key,
+                                        cost=max(sizes, default=0))
+        else:
+            # Not asking for a slot (any more): a stale place in the queue would hold back others.
+            limiter.forget(key)
+            admission = None
         log.debug("%s: %s -> %s", key, memory, action)
         return fx.plan(action, desired=desired, memory=memory, hypervisors=self.fleet.hypervisors,
                        admission=admission, looked_again=looked_again)
@@ -149,6 +158,8 @@ class Loop:
             # Taken before the first await, so no other loop can take the same slot.
             assert isinstance(command, (fx.Validate, fx.Start))
             self.fleet.limiter.hold(key, source=command.source, target=command.target)
+            # Bigger moves queued behind this one may fit in a slot still free.
+            self.fleet.wake_queued()
         try:
             while True:
                 await self._apply(effects, key=key, body=body)

@@ -10,6 +10,7 @@ the outside (libvirt, the Kubernetes API, metrics) is given to it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,13 +20,18 @@ from vmmigration.core.config import Settings
 from vmmigration.core.limiter import Limiter, Limits
 from vmmigration.core.model import HostReport
 from vmmigration.core.spec import HypervisorSpec
+from vmmigration.service.drains import Drains
 from vmmigration.service.driver import Driver
 from vmmigration.service.engine import Engine
 from vmmigration.service.fleet import Fleet
 from vmmigration.service.loop import Loop, StatusWriter
 from vmmigration.service.ports import EventPoster, Kube, Metrics, Probe, Stopped
 from vmmigration.service.probes import Probes
+from vmmigration.service.rebalancer import Rebalancer
 from vmmigration.service.renewal import Renewal
+
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -44,6 +50,10 @@ class Runtime:
         self.loop = Loop(fleet=self.fleet, probes=self.probes, driver=self.driver,
                          writer=StatusWriter(kube=kube, metrics=metrics), post_event=post_event,
                          metrics=metrics, settings=settings, clock=clock)
+        self.drains = Drains(kube=kube, post_event=post_event, metrics=metrics,
+                             namespace=settings.namespace)
+        self.rebalancer = Rebalancer(fleet=self.fleet, kube=kube, post_event=post_event,
+                                     metrics=metrics, clock=clock)
         self.renewal = Renewal(fleet=self.fleet, probes=self.probes, engine=engine,
                                interval_seconds=settings.measure_interval_seconds)
 
@@ -74,16 +84,31 @@ class Runtime:
     async def probe(self, name: str) -> HostReport | None:
         return await self.probes.probe(name)
 
-    def hypervisor_status(self, name: str, *, previous: Mapping[str, Any], generation: int,
-                          report: HostReport) -> dict[str, Any]:
-        """The merge patch for a Hypervisor's status after a probe (empty: nothing changed)."""
+    async def hypervisor_status(self, name: str, *, previous: Mapping[str, Any], generation: int,
+                                report: HostReport, owner_uid: str = "", body: Any = None) -> dict[str, Any]:
+        """The merge patch for a Hypervisor's status after a probe (empty: nothing changed),
+        with its drain's pass carried out first (core.drain)."""
         inbound, outbound = self.fleet.limiter.load(name)
+        now = self.clock()
         new = status.hypervisor(previous=previous, report=report, generation=generation,
-                                now=self.clock(), inbound=inbound, outbound=outbound)
+                                now=now, inbound=inbound, outbound=outbound)
+        view = self.fleet.hypervisors.get(name)
+        if view is not None:
+            drained = await self.drains.pass_once(spec=view.spec, owner_uid=owner_uid, body=body,
+                                                  report=report, previous=previous, now=now)
+            new = status.with_drain(new, previous=previous, fields=drained.fields,
+                                    drained=drained.drained, generation=generation, now=now)
         patch = status.merge_patch(previous, new)
         if patch:
             self.metrics.status_patched("hypervisors")
         return patch
+
+    async def rebalance(self, host: str) -> None:
+        """Rebalance the pool ``host`` leads, if any (see service.rebalancer)."""
+        try:
+            await self.rebalancer.after_probe(host)
+        except Exception:  # one pool's trouble must not stop the host's own status
+            log.exception("rebalancing after the probe of %s failed; trying again after the next", host)
 
     async def renew_readings(self, name: str) -> int:
         """Renew the dirty-rate readings due on Hypervisor ``name`` (see service.renewal)."""

@@ -326,6 +326,7 @@ class ControlPlane:
             self.kubectl("apply", "-f", str(repo / manifest))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                      "crd/vmmigrations.vmmigration.dev", "crd/hypervisors.vmmigration.dev",
+                     "crd/hypervisorpools.vmmigration.dev",
                      "crd/clusterkopfpeerings.kopf.dev")
         self.kubectl("apply", "-f", str(repo / "deploy/peering.yaml"))
 

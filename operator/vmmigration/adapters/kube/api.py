@@ -61,7 +61,8 @@ def unreachable(server: str, error: BaseException) -> str:
 
 
 class Cluster:
-    """One cluster and user, chosen as kubectl chooses them; VMMigrations and Hypervisors in it."""
+    """One cluster and user, chosen as kubectl chooses them; VMMigrations, Hypervisors and
+    HypervisorPools in it."""
 
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None) -> None:
         import kubernetes
@@ -105,23 +106,43 @@ class Cluster:
             return _object(self._custom.get_cluster_custom_object(
                 GROUP, VERSION, "hypervisors", name, _request_timeout=TIMEOUT))
 
+    def patch_hypervisor(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the object (not its status): ``{"spec": {"maintenance": true}}``."""
+        with self._calls():
+            return _object(self._custom.patch_cluster_custom_object(
+                GROUP, VERSION, "hypervisors", name, dict(patch), _request_timeout=TIMEOUT))
+
     def delete_hypervisor(self, name: str) -> dict[str, Any]:
         """The API server's answer: the object, marked for deletion while finalizers hold it."""
         with self._calls():
             return _object(self._custom.delete_cluster_custom_object(
                 GROUP, VERSION, "hypervisors", name, _request_timeout=TIMEOUT))
 
+    # ---- HypervisorPools (cluster-scoped) --------------------------------------------
+
+    def hypervisorpools(self) -> list[dict[str, Any]]:
+        with self._calls():
+            listed = self._custom.list_cluster_custom_object(
+                GROUP, VERSION, "hypervisorpools", _request_timeout=TIMEOUT)
+        return _items(listed)
+
+    def hypervisorpool(self, name: str) -> dict[str, Any]:
+        with self._calls():
+            return _object(self._custom.get_cluster_custom_object(
+                GROUP, VERSION, "hypervisorpools", name, _request_timeout=TIMEOUT))
+
     # ---- VMMigrations ---------------------------------------------------------------
 
-    def vmmigrations(self, namespace: str | None) -> list[dict[str, Any]]:
-        """Those of one namespace, or of all (``None``)."""
+    def vmmigrations(self, namespace: str | None, *, selector: str | None = None) -> list[dict[str, Any]]:
+        """Those of one namespace, or of all (``None``); only those ``selector`` matches, if given."""
         with self._calls():
             if namespace is None:
                 listed = self._custom.list_cluster_custom_object(
-                    GROUP, VERSION, "vmmigrations", _request_timeout=TIMEOUT)
+                    GROUP, VERSION, "vmmigrations", label_selector=selector, _request_timeout=TIMEOUT)
             else:
                 listed = self._custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "vmmigrations", _request_timeout=TIMEOUT)
+                    GROUP, VERSION, namespace, "vmmigrations", label_selector=selector,
+                    _request_timeout=TIMEOUT)
         return _items(listed)
 
     def vmmigration(self, namespace: str, name: str) -> dict[str, Any]:

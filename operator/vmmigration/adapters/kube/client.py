@@ -40,6 +40,45 @@ class KubeClient:
         self._custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "vmmigrations", name, {"status": patch})
 
+    def list_vmmigrations(self) -> list[Mapping[str, Any]]:
+        listed = self._custom.list_cluster_custom_object(GROUP, VERSION, "vmmigrations")
+        return list(listed.get("items") or ()) if isinstance(listed, Mapping) else []
+
+    def create_vmmigration(self, *, namespace: str, body: Mapping[str, Any]) -> bool:
+        import kubernetes
+
+        try:
+            self._custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vmmigrations",
+                                                         dict(body))
+        except kubernetes.client.ApiException as error:
+            if error.status == 409:  # made by an earlier pass (or an earlier replica)
+                return False
+            raise
+        return True
+
+    def delete_vmmigration(self, *, namespace: str, name: str) -> None:
+        import kubernetes
+
+        try:
+            self._custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "vmmigrations", name)
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:  # gone already is what we wanted
+                raise
+
+    def patch_vmmigration_annotations(self, *, namespace: str, name: str,
+                                      annotations: Mapping[str, str | None]) -> None:
+        self._custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "vmmigrations", name,
+            {"metadata": {"annotations": dict(annotations)}})
+
+    def list_hypervisor_pools(self) -> list[Mapping[str, Any]]:
+        listed = self._custom.list_cluster_custom_object(GROUP, VERSION, "hypervisorpools")
+        return list(listed.get("items") or ()) if isinstance(listed, Mapping) else []
+
+    def patch_pool_status(self, *, name: str, patch: Mapping[str, Any]) -> None:
+        self._custom.patch_cluster_custom_object_status(GROUP, VERSION, "hypervisorpools", name,
+                                                        {"status": dict(patch)})
+
     def read_secret(self, *, namespace: str, name: str) -> dict[str, bytes]:
         import kubernetes
 

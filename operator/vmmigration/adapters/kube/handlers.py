@@ -141,14 +141,17 @@ async def hypervisor_event(event: kopf.RawEvent, name: str, spec: kopf.Spec, lab
 
 @kopf.timer(GROUP, VERSION, "hypervisors", interval=SETTINGS.probe_interval_seconds)
 async def probe_hypervisor(name: str, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch,
-                           memo: kopf.Memo, **_: Any) -> None:
+                           body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     app = _runtime(memo)
     report = await app.probe(name)
     if report is None:
         return
-    # kopf sends nothing for an empty patch.
-    patch.status.update(app.hypervisor_status(name, previous=dict(status), report=report,
-                                              generation=int(meta.get("generation") or 0)))
+    # kopf sends nothing for an empty patch. The drain's pass runs here, after the
+    # probe it counts from, and its status goes out in the same one patch.
+    patch.status.update(await app.hypervisor_status(name, previous=dict(status), report=report,
+                                                    generation=int(meta.get("generation") or 0),
+                                                    owner_uid=str(meta.get("uid") or ""), body=body))
+    await app.rebalance(name)
 
 
 async def renew_readings(name: str, memo: kopf.Memo, **_: Any) -> None:
