@@ -20,3 +20,4 @@ bench:
 	.venv/bin/python bench/scale_bench.py
 	.venv/bin/python bench/fault_bench.py
 	.venv/bin/python bench/probe_bench.py
+	.venv/bin/python bench/drain_bench.py

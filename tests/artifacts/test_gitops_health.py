@@ -71,6 +71,8 @@ READY = ("Ready", "True", "Placed", "domain web runs on kvm-b")
     (vmm("Placed", ("Ready", "False", "Drifted", "x"), ("Drifted", "True", "NotOnTarget", "runs on kvm-a")),
      "Degraded", "runs on kvm-a"),
     (vmm("Aborted", ("Ready", "False", "Aborted", "spec.abort is set")), "Suspended", "spec.abort"),
+    (vmm("Displaced", ("Ready", "False", "Displaced", "runs on kvm-b while kvm-a is in maintenance")),
+     "Suspended", "maintenance"),
 ])
 def test_the_vmmigration_health_check_maps_each_state_as_argo_cd_expects(
         lua: str, obj: dict[str, Any], expected: str, words: str) -> None:

@@ -93,7 +93,9 @@ def test_a_host_in_maintenance_drains_to_empty_and_its_pinned_vm_comes_back_afte
     assert list(where(sandbox, cold).values()) == ["ShutOff"] and "kvm-a" not in where(sandbox, cold)
     status = hv_status(kubectl)
     assert status["drain"]["state"] == "Drained", status["drain"]
-    assert status["drain"]["moved"] == status["drain"]["total"] >= 4, status["drain"]
+    # The drain counts what it found on its first pass: the loops of the pinned and the
+    # selected VM react to maintenance at once and may have moved them before it.
+    assert status["drain"]["moved"] == status["drain"]["total"] >= 2, status["drain"]
     assert [d["domain"] for d in status["displaced"]] == [pinned]
     shown = kubectl.status(pinned)
     assert shown["phase"] == "Displaced" and shown["displacedFrom"] == "kvm-a"

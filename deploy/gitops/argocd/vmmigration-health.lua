@@ -2,7 +2,8 @@
 -- Healthy: the VM runs on its target (Placed, not drifted).
 -- Progressing: pending, validating, migrating, or the operator has not seen
 -- the latest spec yet (observedGeneration behind metadata.generation).
--- Degraded: failed, blocked, or drifted. Suspended: aborted by spec.abort.
+-- Degraded: failed, blocked, or drifted. Suspended: aborted by spec.abort, or
+-- displaced while its pinned Hypervisor is in maintenance.
 local hs = {status = "Progressing", message = "Waiting for the vmmigration operator"}
 if obj.status == nil then
   return hs
@@ -38,6 +39,9 @@ elseif phase == "Placed" and ready ~= nil and ready.status == "True" then
 elseif phase == "Aborted" then
   hs.status = "Suspended"
   hs.message = said(ready, "Aborted by spec.abort")
+elseif phase == "Displaced" then
+  hs.status = "Suspended"
+  hs.message = said(ready, "Displaced while its Hypervisor is in maintenance")
 elseif phase == "Failed" then
   hs.status = "Degraded"
   local failure = obj.status.lastFailure
