@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import selectors
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +54,27 @@ def vmmigration(plane: ControlPlane, *args: str, kubeconfig: Path | None = None
 def kubectl_vmm(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     """Through kubectl itself, which finds kubectl-vmm on PATH."""
     return run(plane, str(plane.bin_dir / "kubectl"), "vmm", *args)
+
+
+def lines_until(process: subprocess.Popen[str], pattern: str, *, timeout: float) -> str:
+    """What a running command prints up to its first line that matches, waited for without blocking
+    past the timeout. It reads the pipe's descriptor, not the text wrapper, so nothing sits in a
+    buffer that select cannot see, and communicate() later gets exactly the rest."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not re.search(pattern.encode(), seen, re.MULTILINE):
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                raise AssertionError(f"no line like {pattern!r} in {timeout} s: {seen!r}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"the command ended before a line like {pattern!r}: {seen!r}")
+            seen += chunk
+    return seen.decode()
 
 
 def rows(table: str) -> dict[str, list[str]]:
@@ -106,6 +129,9 @@ def test_abort_stops_a_move_in_flight_and_a_watch_of_it_ends_with_the_aborted_ex
     migrating(kubectl, name)
     watcher = shell(control_plane, str(BIN / "vmmigration"), "watch", name, "--timeout", "120")
     try:
+        # The watch must have read the move in flight before the abort bumps the generation;
+        # a watch that starts later only ever sees the abort (that raced once in CI).
+        first = lines_until(watcher, rf"^default/{name}: \d+% kvm-a → kvm-b │ ", timeout=60)
         aborted = kubectl_vmm(control_plane, "abort", name, "--wait", "--timeout", "60")
         assert aborted.returncode == 0, aborted.stderr
         lines = aborted.stdout.splitlines()
@@ -113,7 +139,8 @@ def test_abort_stops_a_move_in_flight_and_a_watch_of_it_ends_with_the_aborted_ex
         # The status of the move in flight is not taken for the abort's: the operator sees it first.
         assert lines[1] == f"default/{name}: waiting for the operator to see generation 2"
         assert lines[-1] == f"default/{name}: aborted; the domain stays on kvm-a"
-        out, err = watcher.communicate(timeout=30)
+        rest, err = watcher.communicate(timeout=30)
+        out = first + rest
     finally:
         if watcher.poll() is None:
             watcher.kill()
