@@ -190,6 +190,27 @@ class JobProgress:
 
 
 @dataclasses.dataclass(frozen=True)
+class VolumeOptions:
+    """Where an Offline move that copies puts the disks, and what becomes of the originals."""
+
+    target_pool: str | None = None  # None: the pool of the same name as the source's
+    # Delete the source volumes once the copies are verified and the source's definition is
+    # gone. Never the default: until then the source's disks are the only proven copy.
+    delete_from_source: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskCopy:
+    """One volume's copy as the status shows it."""
+
+    source: str
+    target: str
+    total_bytes: int
+    copied_bytes: int
+    state: str  # Pending, Copying, Verifying, Verified
+
+
+@dataclasses.dataclass(frozen=True)
 class MigrationRequest:
     domain: str
     source_uri: str
@@ -198,6 +219,7 @@ class MigrationRequest:
     policy: Policy = Policy()
     storage: Storage = Storage.SHARED
     persistence: Persistence = Persistence()
+    volumes: VolumeOptions = VolumeOptions()
     # Where the QEMU migration stream connects on the target (host or IP);
     # None lets the target's libvirtd choose (its migration_host).
     migration_address: str | None = None
@@ -278,3 +300,6 @@ class Update:
     # The link carries nothing while the job waits for it (said on every update
     # until it carries data again, so the status shows it the whole time).
     waiting_for_link: str | None = None
+    # An Offline move that carries its disks: each volume's copy (the job's figures are then
+    # the data of the copies: data_total, data_processed, transfer rate).
+    disks: tuple[DiskCopy, ...] = ()

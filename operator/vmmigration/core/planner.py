@@ -93,12 +93,6 @@ def migration_flags(
     if mode is Mode.AUTO:
         raise ValueError("resolve Auto with choose_mode() first")
     offline = mode is Mode.OFFLINE
-    if offline and storage is not Storage.SHARED:
-        raise PlanError(
-            reason="StorageMismatch",
-            message="Offline migration moves only the definition; disks cannot be copied "
-            "(use storage Shared, or migrate the running domain)",
-        )
     if offline and not persistence.persist_on_target:
         raise PlanError(
             reason="PersistenceMismatch",
@@ -114,8 +108,10 @@ def migration_flags(
         # A domain the user paused stays paused on the target. Without this
         # flag libvirt resumes it there, which the user never asked for.
         paused=domain.state is PowerState.PAUSED and domain.pause_reason is PauseReason.USER,
-        copy_all_storage=storage is Storage.COPY_ALL,
-        copy_incremental_storage=storage is Storage.COPY_INCREMENTAL,
+        # An Offline move's disks are carried by the operator before libvirt moves the
+        # definition (service.carrier); libvirt's own copy needs a running QEMU.
+        copy_all_storage=not offline and storage is Storage.COPY_ALL,
+        copy_incremental_storage=not offline and storage is Storage.COPY_INCREMENTAL,
         # Post-copy must be allowed when the job starts, or it cannot be
         # switched to later; allowing it changes nothing until it is used.
         # libvirt refuses post-copy for a non-live copy, where it means nothing.

@@ -60,6 +60,11 @@ class Reason(str, enum.Enum):
     PEER_UNREACHABLE = "PeerUnreachable"  # the source host could not reach the target
     MIGRATION_FAILED = "MigrationFailed"
     LIBVIRT_ERROR = "LibvirtError"
+    # An Offline move that carries its disks: a volume stream failed, a copy read back
+    # differed from what was sent, or the source was written while it was read.
+    COPY_FAILED = "CopyFailed"
+    COPY_MISMATCH = "CopyMismatch"
+    SOURCE_CHANGED = "SourceChanged"
     CREDENTIALS = "Credentials"
     VALIDATION_ERROR = "ValidationError"
     LOCATION_SPLIT = "LocationSplitPostCopy"

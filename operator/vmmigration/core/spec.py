@@ -15,10 +15,21 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from vmmigration.core.model import Escalation, Mode, OnTimeout, OverBudget, Persistence, Policy, Storage
+from vmmigration.core.model import (
+    Escalation,
+    Mode,
+    OnTimeout,
+    OverBudget,
+    Persistence,
+    Policy,
+    Storage,
+    VolumeOptions,
+)
 
 # Used with fullmatch: with match, "$" also matches before a trailing newline.
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+# A libvirt storage pool name, as restricted as a domain name (it reaches libvirt calls and XML).
+POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 # The CRD's character rules: no whitespace, quotes, ; ` $ | < > or backslash, so
 # a URI can never smuggle shell or XML even if it predates the schema.
 LIBVIRT_URI = re.compile(r"(qemu|test)(\+[a-z0-9]+)?://[^\s;`$'\"|<>\\]*")
@@ -99,6 +110,7 @@ class Desired:
     policy: Policy = Policy()
     storage: Storage = Storage.SHARED
     persistence: Persistence = Persistence()
+    volumes: VolumeOptions = VolumeOptions()
     placement: PlacementMode = PlacementMode.CONTINUOUS
     drift_action: DriftAction = DriftAction.CORRECT
     abort: bool = False
@@ -306,6 +318,15 @@ def parse_policy(raw: Any) -> Policy:
         raise SpecError(f"spec.policy: {text}") from error
 
 
+def _parse_volumes(value: Any) -> VolumeOptions:
+    body = _mapping(value, field="volumes")
+    pool = body.get("targetPool")
+    if pool is not None and (not isinstance(pool, str) or not POOL_NAME.fullmatch(pool)):
+        raise SpecError(f"spec.volumes.targetPool must name a libvirt storage pool, not {_shown(pool)}")
+    return VolumeOptions(target_pool=pool, delete_from_source=_flag(
+        body.get("deleteFromSource"), field="volumes.deleteFromSource", default=False))
+
+
 def parse_vmmigration(spec: Any) -> Desired:
     body = _mapping(spec, field="")
     domain = body.get("domain")
@@ -321,20 +342,32 @@ def parse_vmmigration(spec: Any) -> Desired:
     if source is not None and source == target:
         raise SpecError("spec.sourceHypervisor and spec.targetHypervisor name the same Hypervisor")
     persistence = _mapping(body.get("persistence"), field="persistence")
+    volumes = _parse_volumes(body.get("volumes"))
+    mode = _enum(Mode, body.get("mode"), field="mode", default=Mode.AUTO)
+    storage = _enum(Storage, body.get("storage"), field="storage", default=Storage.SHARED)
+    undefine = _flag(persistence.get("undefineOnSource"), field="persistence.undefineOnSource",
+                     default=True)
+    if volumes != VolumeOptions():
+        if mode is not Mode.OFFLINE or storage is Storage.SHARED:
+            raise SpecError("spec.volumes applies to mode Offline with storage CopyAll or "
+                            "CopyIncremental: only then does the operator carry the volumes")
+        if volumes.delete_from_source and not undefine:
+            raise SpecError("spec.volumes.deleteFromSource needs persistence.undefineOnSource true: "
+                            "the source's definition would name deleted disks")
     return Desired(
         domain=domain,
         target=target,
         selector=selector,
         source=source,
-        mode=_enum(Mode, body.get("mode"), field="mode", default=Mode.AUTO),
+        mode=mode,
         policy=parse_policy(body.get("policy")),
-        storage=_enum(Storage, body.get("storage"), field="storage", default=Storage.SHARED),
+        storage=storage,
         persistence=Persistence(
             persist_on_target=_flag(persistence.get("persistOnTarget"),
                                     field="persistence.persistOnTarget", default=True),
-            undefine_on_source=_flag(persistence.get("undefineOnSource"),
-                                     field="persistence.undefineOnSource", default=True),
+            undefine_on_source=undefine,
         ),
+        volumes=volumes,
         placement=_enum(PlacementMode, body.get("placement"), field="placement",
                         default=PlacementMode.CONTINUOUS),
         drift_action=_enum(DriftAction, body.get("driftAction"), field="driftAction",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from vmmigration.core.carry import Pool, Volume
 from vmmigration.core.drain import Counts as DrainCounts
 from vmmigration.core.model import (
     DiskImage,
@@ -24,6 +25,52 @@ from vmmigration.core.planner import MigrationFlags
 from vmmigration.core.prechecks import CpuVerdict
 
 
+class VolumeReader(Protocol):
+    def read(self) -> bytes | int:
+        """Data, an int (the length of a hole), or b"" at the end."""
+        ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class VolumeWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def hole(self, length: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Volumes(Protocol):
+    """A host's storage volumes and pools, and their sparse streams."""
+
+    def refresh(self) -> None: ...
+
+    def volume(self, path: str) -> Volume | None: ...
+
+    def pools(self) -> dict[str, Pool]: ...
+
+    def names(self, pool: str) -> set[str]: ...
+
+    def in_use(self) -> set[str]: ...
+
+    def create(self, *, pool: str, name: str, length: int) -> str: ...
+
+    def delete(self, path: str) -> None: ...
+
+    def mark(self, *, pool: str, name: str, note: dict[str, Any]) -> None: ...
+
+    def unmark(self, *, pool: str, name: str) -> None: ...
+
+    def download(self, path: str) -> VolumeReader: ...
+
+    def upload(self, path: str) -> VolumeWriter: ...
+
+
 class LibvirtHost(Protocol):
     """One open connection to a libvirt host, with the verbs the engine uses.
 
@@ -32,6 +79,7 @@ class LibvirtHost(Protocol):
     """
 
     uri: str
+    volumes: Volumes
 
     def close(self) -> None: ...
 
@@ -96,7 +144,7 @@ class LibvirtHost(Protocol):
 
     def migrate(self, name: str, *, target_uri: str, flags: MigrationFlags,
                 bandwidth_mib_per_s: int = 0, parallel_connections: int = 1,
-                migration_address: str | None = None) -> None: ...
+                migration_address: str | None = None, dest_xml: str | None = None) -> None: ...
 
 
 class Connect(Protocol):

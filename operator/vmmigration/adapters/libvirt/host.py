@@ -24,6 +24,7 @@ from vmmigration.adapters.libvirt.conversions import (
     source_path,
 )
 from vmmigration.adapters.libvirt.errors import mapped, translated
+from vmmigration.adapters.libvirt.volumes import Volumes
 from vmmigration.core.errors import (
     DomainNotFound,
     HostUnreachable,
@@ -56,6 +57,7 @@ class Host:
         self.uri = uri
         self.timeout_seconds = timeout_seconds
         self._conn = connection(uri, timeout_seconds=timeout_seconds)
+        self.volumes = Volumes(self._conn)
 
     def close(self) -> None:
         with contextlib.suppress(libvirt.libvirtError):
@@ -340,9 +342,13 @@ class Host:
         bandwidth_mib_per_s: int = 0,
         parallel_connections: int = 1,
         migration_address: str | None = None,
+        dest_xml: str | None = None,
     ) -> None:
-        """Blocks until the migration ends; raises MigrationAborted or MigrationFailed."""
+        """Blocks until the migration ends; raises MigrationAborted or MigrationFailed.
+        ``dest_xml``: the definition the target gets (disks carried to other paths)."""
         params: dict[str, Any] = {}
+        if dest_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dest_xml
         if migration_address:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{migration_address}"
         if bandwidth_mib_per_s:
