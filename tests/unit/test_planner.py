@@ -91,9 +91,12 @@ def test_storage_mode_selects_the_disk_copy(storage: Storage, copy_all: bool, co
     assert (chosen.copy_all_storage, chosen.copy_incremental_storage) == (copy_all, copy_inc)
 
 
-def test_offline_cannot_copy_disks() -> None:
-    with pytest.raises(PlanError, match="Offline migration moves only the definition"):
-        flags(Mode.OFFLINE, domain=domain(state=PowerState.SHUT_OFF), storage=Storage.COPY_ALL)
+@pytest.mark.parametrize("storage", [Storage.COPY_ALL, Storage.COPY_INCREMENTAL])
+def test_an_offline_move_that_copies_asks_libvirt_for_no_disk_copy_since_the_operator_carries_them(
+        storage: Storage) -> None:
+    chosen = flags(Mode.OFFLINE, domain=domain(state=PowerState.SHUT_OFF), storage=storage)
+    assert chosen.offline
+    assert (chosen.copy_all_storage, chosen.copy_incremental_storage) == (False, False)
 
 
 def test_offline_must_persist() -> None:

@@ -90,6 +90,10 @@ class Metrics:
         self.memory_remaining = Gauge(
             "vmmigration_migration_memory_remaining_bytes",
             "Guest memory still to copy, for each migration in flight.", per_migration, registry=r)
+        self.data_remaining = Gauge(
+            "vmmigration_migration_data_remaining_bytes",
+            "Data still to send (memory and disks; an Offline move's carried disks), for each "
+            "migration in flight.", per_migration, registry=r)
         self.dirty_rate = Gauge(
             "vmmigration_migration_dirty_rate_bytes_per_second",
             "How fast the guest dirties memory, for each migration in flight.", per_migration,
@@ -175,6 +179,7 @@ class Metrics:
         self.progress_ratio.labels(*labels).set(max(0.0, min(1.0, percent / 100.0)))
         if progress is not None:
             self.memory_remaining.labels(*labels).set(progress.memory_remaining)
+            self.data_remaining.labels(*labels).set(progress.data_remaining)
             self.dirty_rate.labels(*labels).set(progress.dirty_rate_bytes_per_s)
             self.transfer_rate.labels(*labels).set(progress.transfer_rate_bytes_per_s)
             self.iteration.labels(*labels).set(progress.iteration)
@@ -199,7 +204,7 @@ class Metrics:
     def left(self, key: str) -> None:
         """The migration is no longer watched here (ended, or handed to another replica)."""
         labels = _labels(key)
-        for gauge in (self.progress_ratio, self.memory_remaining, self.dirty_rate,
+        for gauge in (self.progress_ratio, self.memory_remaining, self.data_remaining, self.dirty_rate,
                       self.transfer_rate, self.iteration):
             _remove(gauge, labels)
 

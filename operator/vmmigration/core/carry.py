@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 
 from vmmigration.core.model import MIB, Storage
 from vmmigration.core.prechecks import Finding
@@ -77,6 +78,8 @@ class Chain:
     layers: tuple[Volume, ...]
     visible: tuple[bool, ...]
     unmanaged: str | None = None
+    # Whether the target sees the unmanaged layer's path (it cannot be compared, only found).
+    unmanaged_visible: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Slot:
     # A leftover of an earlier copy of ours: its marker is beside it and no domain uses it.
     ours: bool = False
     allocation_bytes: int = 0
+    # Our marker is there (with or without the volume): removed before the copy starts.
+    marked: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +111,8 @@ class CarryPlan:
     copies: tuple[VolumeCopy, ...]
     # Disk paths to rewrite in the definition the target gets (a copy in another directory).
     rewrites: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # What the target held at each copy's path when planned: our leftovers are removed first.
+    slots: Mapping[str, Slot] = dataclasses.field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -131,11 +138,11 @@ class CarryRefused(ValueError):
 
 
 def plan(*, storage: Storage, chains: Sequence[Chain], pools: Mapping[str, Pool],
-         slots: Mapping[str, Slot], target_pool: str | None, target: str) -> CarryPlan:
+         slot: Callable[[VolumeCopy], Slot], target_pool: str | None, target: str) -> CarryPlan:
     """Which volumes go where; raises CarryRefused (with every reason at once) or returns the plan.
 
-    ``pools``: the target's pools by name; ``slots``: what the target holds at each path
-    a copy could be written to (a path not in it holds nothing).
+    ``pools``: the target's pools by name; ``slot``: what the target holds where a copy
+    would be written.
     """
     if storage is Storage.SHARED:
         raise ValueError("storage Shared copies nothing")
@@ -143,51 +150,79 @@ def plan(*, storage: Storage, chains: Sequence[Chain], pools: Mapping[str, Pool]
     copies: list[VolumeCopy] = []
     rewrites: dict[str, str] = {}
     for chain in chains:
-        top = chain.layers[0]
         if chain.visible[0]:
             continue  # shared: nothing to carry
-        depth = 1 if storage is Storage.COPY_INCREMENTAL else len(chain.layers)
-        for layer, volume in enumerate(chain.layers[:depth]):
-            if layer > 0 and chain.visible[layer]:
-                break  # the target has the rest of the chain
-            if volume.kind != "file":
-                findings.append(Finding("VolumeNotAFile", f"{volume.path} is a {volume.kind} volume; "
-                                        "only file volumes are carried (move it with shared storage)"))
-                continue
-            pool_name = (target_pool or volume.pool) if layer == 0 else volume.pool
-            pool = pools.get(pool_name)
-            if pool is None or not pool.active:
-                findings.append(Finding(
-                    "NoTargetPool", f"{target} has no active storage pool {pool_name} for {volume.path}; "
-                    "define it there, or name another with spec.volumes.targetPool"))
-                continue
-            if pool.kind not in ("dir", "fs", "netfs"):
-                findings.append(Finding("TargetPoolType", f"pool {pool_name} on {target} is of type "
-                                        f"{pool.kind}; volumes are carried only into file pools"))
-                continue
-            path = os.path.join(pool.path, volume.name)
-            if layer > 0 and path != volume.path:
-                findings.append(Finding(
-                    "BackingChainPath",
-                    f"{chain.layers[layer - 1].path} names its backing file {volume.path} inside the "
-                    f"image, but pool {pool_name} on {target} keeps files in {pool.path}; give the pool "
-                    "the same directory on both hosts, or flatten the image first"))
-                continue
-            if path != volume.path:
-                rewrites[volume.path] = path
-            copies.append(VolumeCopy(source=volume, target_pool=pool_name, target_path=path, layer=layer))
-        else:
-            if chain.unmanaged is not None and storage is Storage.COPY_ALL and not any(
-                    chain.visible[1:]):
-                findings.append(Finding(
-                    "BackingNotAVolume",
-                    f"the backing file {chain.unmanaged} of {top.path} is in no storage pool on the "
-                    "source, so libvirt cannot read it; define a pool for its directory"))
+        found, carried = _chain_copies(chain, storage=storage, pools=pools, target_pool=target_pool,
+                                       target=target)
+        findings += found
+        copies += carried
+        rewrites.update({c.source.path: c.target_path for c in carried
+                         if c.layer == 0 and c.target_path != c.source.path})
+    slots = {c.target_path: slot(c) for c in copies}
     findings += _clashes(copies, slots=slots, target=target)
     findings += _room(copies, pools=pools, slots=slots, target=target)
     if findings:
         raise CarryRefused(findings)
-    return CarryPlan(copies=tuple(copies), rewrites=rewrites)
+    return CarryPlan(copies=tuple(copies), rewrites=rewrites, slots=slots)
+
+
+def _chain_copies(chain: Chain, *, storage: Storage, pools: Mapping[str, Pool], target_pool: str | None,
+                  target: str) -> tuple[list[Finding], list[VolumeCopy]]:
+    """The copies one disk needs, top first, down to the first layer the target sees."""
+    findings: list[Finding] = []
+    copies: list[VolumeCopy] = []
+    top = chain.layers[0]
+    depth = 1 if storage is Storage.COPY_INCREMENTAL else len(chain.layers)
+    for layer, volume in enumerate(chain.layers[:depth]):
+        if layer > 0 and chain.visible[layer]:
+            return findings, copies  # the target has the rest of the chain
+        if volume.kind != "file":
+            findings.append(Finding("VolumeNotAFile", f"{volume.path} is a {volume.kind} volume; "
+                                    "only file volumes are carried (move it with shared storage)"))
+            continue
+        pool_name = (target_pool or volume.pool) if layer == 0 else volume.pool
+        pool = pools.get(pool_name)
+        if pool is None or not pool.active:
+            findings.append(Finding(
+                "NoTargetPool", f"{target} has no active storage pool {pool_name} for {volume.path}; "
+                "define it there, or name another with spec.volumes.targetPool"))
+            continue
+        if pool.kind not in ("dir", "fs", "netfs"):
+            findings.append(Finding("TargetPoolType", f"pool {pool_name} on {target} is of type "
+                                    f"{pool.kind}; volumes are carried only into file pools"))
+            continue
+        path = os.path.join(pool.path, volume.name)
+        if layer > 0 and path != volume.path:
+            findings.append(Finding(
+                "BackingChainPath",
+                f"{chain.layers[layer - 1].path} names its backing file {volume.path} inside the "
+                f"image, but pool {pool_name} on {target} keeps files in {pool.path}; give the pool "
+                "the same directory on both hosts, or flatten the image first"))
+            continue
+        copies.append(VolumeCopy(source=volume, target_pool=pool_name, target_path=path, layer=layer))
+    if storage is Storage.COPY_INCREMENTAL:
+        below = chain.layers[1].path if len(chain.layers) > 1 else chain.unmanaged
+        seen = chain.visible[1] if len(chain.layers) > 1 else chain.unmanaged_visible
+        if below is not None and not seen:
+            findings.append(Finding(
+                "BackingNotVisible", f"CopyIncremental carries only the top image {top.path}, but "
+                f"{target} cannot see its backing file {below}; share it, or use CopyAll"))
+    elif chain.unmanaged is not None and not chain.unmanaged_visible:
+        findings.append(Finding(
+            "BackingNotAVolume",
+            f"the backing file {chain.unmanaged} of {top.path} is in no storage pool on the "
+            "source, so libvirt cannot read it; define a pool for its directory"))
+    return findings, copies
+
+
+def rewritten(domain_xml: str, rewrites: Mapping[str, str]) -> str:
+    """The definition the target gets: each carried disk's source names its copy."""
+    root = ET.fromstring(domain_xml)
+    for disk in root.iter("disk"):
+        source = disk.find("source")
+        if source is not None and source.get("file") in rewrites:
+            source.set("file", rewrites[source.get("file") or ""])
+    return ET.tostring(root, encoding="unicode")
 
 
 def _clashes(copies: Sequence[VolumeCopy], *, slots: Mapping[str, Slot], target: str) -> list[Finding]:

@@ -412,8 +412,9 @@ def progressed(update: Update) -> Effects:
         conditions=(condition("Progressing", True,
                               Reason.RECOVERING if update.waiting_for_link else Reason.MIGRATING,
                               update.waiting_for_link or update.note
-                              or f"{update.percent:.0f}% copied"),
+                              or f"{update.percent:.0f}% copied"
+                              + (f" of {len(update.disks)} disk(s)" if update.disks else "")),
                     condition("Ready", False, Reason.MIGRATING, f"migrating {update.domain}")),
         fields={"progress": progress(update.progress, percent=update.percent,
-                                     eta_seconds=update.eta_seconds),
+                                     eta_seconds=update.eta_seconds, disks=update.disks),
                 "progressText": f"{update.percent:.0f}%", "effectiveMode": update.mode.value})

@@ -240,7 +240,8 @@ def verdict(obj: Mapping[str, Any], *, expect: Expect, now: float) -> Verdict:
 
 
 def copying(status: Mapping[str, Any]) -> bool:
-    return get(status, "phase") == Phase.MIGRATING.value and bool(get(status, "progress", "memoryTotalBytes"))
+    return get(status, "phase") == Phase.MIGRATING.value and bool(
+        get(status, "progress", "memoryTotalBytes") or get(status, "progress", "disks"))
 
 
 def stage(status: Mapping[str, Any]) -> str:
@@ -265,7 +266,16 @@ def progress_text(status: Mapping[str, Any]) -> str:
     p = section(status, "progress")
     parts = []
     total, remaining = p.get("memoryTotalBytes"), p.get("memoryRemainingBytes")
-    if _number(total) and _number(remaining):
+    disks = p.get("disks")
+    if isinstance(disks, list) and disks and not _number(total):
+        # An Offline move carrying its disks: the data of the copies, and which one runs.
+        total, remaining = p.get("dataTotalBytes"), p.get("dataRemainingBytes")
+        done = sum(1 for d in disks if isinstance(d, Mapping) and d.get("state") == "Verified")
+        parts.append(f"disk {min(done + 1, len(disks))}/{len(disks)}" if done < len(disks)
+                     else f"{len(disks)} disk(s) verified")
+        if _number(total) and _number(remaining):
+            parts.append(f"{units.size(remaining)} left of {units.size(total)}")
+    elif _number(total) and _number(remaining):
         parts.append(f"{units.size(remaining)} left of {units.size(total)}")
     if _number(p.get("transferRateBytesPerSecond")):
         parts.append(units.rate(p["transferRateBytesPerSecond"]))

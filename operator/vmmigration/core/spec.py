@@ -347,9 +347,9 @@ def parse_vmmigration(spec: Any) -> Desired:
     storage = _enum(Storage, body.get("storage"), field="storage", default=Storage.SHARED)
     undefine = _flag(persistence.get("undefineOnSource"), field="persistence.undefineOnSource",
                      default=True)
-    if volumes != VolumeOptions():
-        if mode is not Mode.OFFLINE or storage is Storage.SHARED:
-            raise SpecError("spec.volumes applies to mode Offline with storage CopyAll or "
+    if body.get("volumes") is not None:
+        if mode not in (Mode.OFFLINE, Mode.AUTO) or storage is Storage.SHARED:
+            raise SpecError("spec.volumes applies to mode Offline (or Auto) with storage CopyAll or "
                             "CopyIncremental: only then does the operator carry the volumes")
         if volumes.delete_from_source and not undefine:
             raise SpecError("spec.volumes.deleteFromSource needs persistence.undefineOnSource true: "

@@ -8,12 +8,12 @@ and kstatus-based tools read it honestly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from vmmigration.core.memory import Condition, parse_timestamp, timestamp
 from vmmigration.core.spec import Phase
-from vmmigration.core.model import HostReport, JobProgress
+from vmmigration.core.model import DiskCopy, HostReport, JobProgress
 from vmmigration.core import units
 
 CONDITION_TYPES = ("Ready", "Progressing", "Queued", "Blocked", "Drifted")
@@ -49,7 +49,8 @@ def conditions(
     return result
 
 
-def progress(update: JobProgress | None, *, percent: float, eta_seconds: float | None) -> dict[str, Any]:
+def progress(update: JobProgress | None, *, percent: float, eta_seconds: float | None,
+             disks: Sequence[DiskCopy] = ()) -> dict[str, Any]:
     if update is None:
         return {"percent": round(percent, 1)}
     body: dict[str, Any] = {
@@ -61,6 +62,12 @@ def progress(update: JobProgress | None, *, percent: float, eta_seconds: float |
         "transferRateBytesPerSecond": update.transfer_rate_bytes_per_s,
         "iteration": update.iteration,
     }
+    if update.data_total:
+        body.update(dataTotalBytes=update.data_total, dataProcessedBytes=update.data_processed,
+                    dataRemainingBytes=update.data_remaining)
+    if disks:
+        body["disks"] = [{"source": d.source, "target": d.target, "totalBytes": d.total_bytes,
+                          "copiedBytes": d.copied_bytes, "state": d.state} for d in disks]
     if eta_seconds is not None:
         body["etaSeconds"] = round(eta_seconds, 1)
     return body

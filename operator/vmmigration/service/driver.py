@@ -95,6 +95,7 @@ class Driver:
             policy=desired.policy,
             storage=desired.storage,
             persistence=desired.persistence,
+            volumes=desired.volumes,
             migration_address=self.fleet.hypervisors[target].spec.migration_address,
         )
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from vmmigration.core import convergence, planner, recovery
+from vmmigration.core.carry import rewritten
 from vmmigration.core.convergence import Expectation
 from vmmigration.core.plans import MovePlan
 from vmmigration.core.errors import HostUnreachable, VirtError
@@ -35,6 +36,7 @@ from vmmigration.core.model import (
 )
 from vmmigration.core.prechecks import Finding
 from vmmigration.service import aftermath
+from vmmigration.service.carrier import Carried, Carrier
 from vmmigration.service.monitor import Detached, quietly, watch_job
 from vmmigration.service import outcomes, planning
 from vmmigration.service.forecasting import plan_move
@@ -62,8 +64,9 @@ class Engine:
                  post_copy_resume: recovery.ResumePolicy = recovery.ResumePolicy.AUTO,
                  resume_limits: recovery.ResumeLimits = recovery.ResumeLimits(),
                  sleep: Callable[[float], None] = time.sleep,
-                 measurer: Measurer | None = None) -> None:
+                 measurer: Measurer | None = None, carrier: Carrier | None = None) -> None:
         self.connect = connect
+        self.carrier = carrier or Carrier(sleep=sleep)
         self.measurer = measurer or Measurer()
         self.poll_interval_seconds = poll_interval_seconds
         self.resumer = Resumer(connect=connect, timeout_seconds=libvirt_timeout_seconds,
@@ -241,6 +244,14 @@ class Engine:
         policy = request.policy
         mode = planner.initial_effective_mode(plan.mode)
         failure: list[BaseException] = []
+        carried: Carried | None = None
+        dest_xml = None
+        if plan.carry is not None:
+            # The disks first: libvirt moves only the definition of a shut-off domain.
+            carried = self.carrier.carry(request, plan.carry, source=source, target=target,
+                                         cancel=cancel, detach=detach, on_update=on_update)
+            if plan.carry.rewrites:
+                dest_xml = rewritten(source.domain_xml(name, inactive=True), plan.carry.rewrites)
 
         def worker() -> None:
             try:
@@ -258,6 +269,7 @@ class Engine:
                         bandwidth_mib_per_s=policy.bandwidth_mib_per_s,
                         parallel_connections=policy.parallel_connections,
                         migration_address=request.migration_address,
+                        dest_xml=dest_xml,
                     )
             except BaseException as error:  # handed to the monitor thread
                 failure.append(error)
@@ -299,10 +311,17 @@ class Engine:
             self._restore_after_failure(plan, source=source, target=target,
                                         suspended_by_us=outcome.suspended_by_us)
             self._remove_images(created, name=name, target=target)
+            if carried is not None:
+                self.carrier.discard(request, carried, target=target)
             raise outcomes.failure(failure[0], request, outcome.abort_trigger, source=source,
                                 target=target, last=last, found=found) from failure[0]
         result = self._settle(request, plan, mode=mode, last=last, duration=duration,
                               source=source, target=target, on_update=on_update)
+        if carried is not None:
+            self.carrier.finish(request, carried, source=source, target=target)
+            # The copies are the move's cost: libvirt's own job moved only a definition.
+            result = dataclasses.replace(result, bytes_transferred=carried.sent_bytes,
+                                         duration_seconds=result.duration_seconds + carried.seconds)
         self.measurer.learn(request, plan.domain, live=plan.mode is not Mode.NON_LIVE, result=result,
                             first_pass_bytes=outcome.first_pass_bytes)
         return result

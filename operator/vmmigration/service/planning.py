@@ -11,7 +11,9 @@ import dataclasses
 from vmmigration.core import planner, prechecks
 from vmmigration.core.model import DiskImage, DomainSummary, MigrationRequest, Mode, Storage, display_uri
 from vmmigration.core.plans import MovePlan
+from vmmigration.core.carry import CarryPlan
 from vmmigration.core.prechecks import Finding
+from vmmigration.service import carrier
 from vmmigration.service.ports import LibvirtHost
 
 
@@ -33,6 +35,8 @@ class Plan:
     flags: planner.MigrationFlags
     domain: DomainSummary
     precreate: tuple[DiskImage, ...] = ()
+    # An Offline move that copies: the volumes the operator carries before the definition moves.
+    carry: CarryPlan | None = None
 
 
 def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost) -> Plan:
@@ -60,8 +64,10 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
         )
     except planner.PlanError as error:
         raise PrecheckFailed([Finding(error.reason, str(error))]) from error
+    carrying = carrier.wanted(request, offline=mode is Mode.OFFLINE)
     disks = source.disks(request.domain)
-    invisible = tuple(d for d in disks if not target.disk_visible(d.path))
+    # Carried disks are judged by the carry's own survey below, volume by volume.
+    invisible = () if carrying else tuple(d for d in disks if not target.disk_visible(d.path))
     facts_source = prechecks.SourceFacts(
         host=display_uri(source.uri), domain=domain, versions=source.versions(), disks=disks,
         host_uuid=source.host_uuid(),
@@ -82,8 +88,16 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
     findings = list(
         prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage)
     )
+    carry = None
+    if carrying and not any(f.reason == "SameHost" for f in findings):
+        try:
+            carry = carrier.survey(request, source=source, target=target)
+        except carrier.CarryRefusedError as refused:
+            findings += refused.findings
     if findings:
         raise PrecheckFailed(findings)
+    if carry is not None:
+        return Plan(mode=mode, flags=flags, domain=domain, carry=carry)
     # libvirt creates the copies of non-shared disks for CopyAll, but an
     # incremental copy needs the top image there already, on its backing.
     precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()

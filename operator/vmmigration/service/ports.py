@@ -79,7 +79,9 @@ class LibvirtHost(Protocol):
     """
 
     uri: str
-    volumes: Volumes
+
+    @property
+    def volumes(self) -> Volumes: ...
 
     def close(self) -> None: ...
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import lzma
 import re
 import shutil
 import stat
@@ -27,6 +28,12 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 echo "GUEST init up"
+# A disk, when the domain has one: its first sector's printable text, so a test
+# can tell which data a guest booted with (the driver is a module in the kernel's tree).
+if [ -f /virtio_blk.ko ] && insmod /virtio_blk.ko 2>/dev/null; then
+  sleep 1
+  [ -b /dev/vda ] && echo "GUEST disk marker: $(head -c 64 /dev/vda | tr -cd 'A-Za-z0-9=_-')"
+fi
 /bin/memwriter
 echo "GUEST memwriter exited with $?"
 while true; do sleep 3600; done
@@ -74,7 +81,9 @@ def build_image(*, into: Path, kernel: Path | None = None) -> GuestImage:
     """Make (or reuse) the kernel and initramfs under ``into``, keyed by their inputs."""
     source = resources.files("vmtestbed").joinpath("memwriter.c").read_bytes()
     kernel = find_kernel(kernel)
-    key = hashlib.sha256(source + _INIT_SCRIPT.encode() + str(kernel).encode()).hexdigest()[:12]
+    block_driver = _block_driver(kernel)
+    key = hashlib.sha256(source + _INIT_SCRIPT.encode() + str(kernel).encode()
+                         + hashlib.sha256(block_driver).digest()).hexdigest()[:12]
     into.mkdir(parents=True, exist_ok=True)
     initrd = into / f"initrd-{key}.cpio"
     kernel_copy = into / f"vmlinuz-{key}"
@@ -103,6 +112,7 @@ def build_image(*, into: Path, kernel: Path | None = None) -> GuestImage:
                     _Entry("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes()),
                     _Entry("bin/memwriter", stat.S_IFREG | 0o755, program.read_bytes()),
                     _Entry("init", stat.S_IFREG | 0o755, _INIT_SCRIPT.encode()),
+                    *([_Entry("virtio_blk.ko", stat.S_IFREG | 0o644, block_driver)] if block_driver else []),
                 ]
             )
         )
@@ -111,6 +121,24 @@ def build_image(*, into: Path, kernel: Path | None = None) -> GuestImage:
         # A copy in the shared directory, so every host sees the same path.
         shutil.copyfile(kernel, kernel_copy)
     return GuestImage(kernel=kernel_copy, initrd=initrd)
+
+
+def _block_driver(kernel: Path) -> bytes:
+    """The kernel's virtio_blk module, uncompressed (busybox's insmod reads no xz), or
+    nothing when its module tree is not installed: the guest then just sees no disk."""
+    version = kernel.name.removeprefix("vmlinuz-")
+    for found in sorted(Path("/lib/modules", version, "kernel/drivers/block").glob("virtio_blk.ko*")):
+        data = found.read_bytes()
+        return lzma.decompress(data) if found.suffix == ".xz" else data
+    return b""
+
+
+def disk_markers(serial_log: Path) -> list[str]:
+    """What each boot of the guest read from its first disk (``GUEST disk marker: …``)."""
+    if not serial_log.exists():
+        return []
+    return [m.group(1).decode() for m in re.finditer(rb"GUEST disk marker: ([A-Za-z0-9=_-]*)",
+                                                     serial_log.read_bytes())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +180,7 @@ class GuestSpec:
     heartbeat_ms: int = 250
     virt_type: str = "qemu"
     disks: tuple[Path, ...] = ()
+    disk_format: str = "qcow2"
     cpu_features: tuple[str, ...] = ()
 
 
@@ -165,7 +194,7 @@ def domain_xml(*, spec: GuestSpec, image: GuestImage, serial_log: Path) -> str:
         f"<feature policy='require' name='{escape(f)}'/>" for f in spec.cpu_features
     )
     disks = "".join(
-        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<disk type='file' device='disk'><driver name='qemu' type='{escape(spec.disk_format)}'/>"
         f"<source file='{escape(str(path))}'/><target dev='vd{chr(ord('a') + i)}' bus='virtio'/></disk>"
         for i, path in enumerate(spec.disks)
     )
