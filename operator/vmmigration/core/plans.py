@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from vmmigration.core import forecast
+from vmmigration.core import forecast, units
 from vmmigration.core import strategy as strategies
 from vmmigration.core.convergence import Expectation
 from vmmigration.core.dirtyrate import DirtyRate
@@ -58,6 +58,8 @@ class MovePlan:
     max_downtime_seconds: float  # the policy's budget, which QEMU's switch-over also follows
     forecasts: tuple[Forecast, ...] = ()
     within_budget: bool = True
+    # An Offline move that carries its disks: each copy, as status.plan.volumes shows it.
+    volumes: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def chosen(self) -> Forecast | None:
@@ -104,6 +106,8 @@ class MovePlan:
             "candidates": [_candidate(f) for f in self.forecasts]}
         if self.strategy is not None:
             body["strategy"] = self.strategy.value
+        if self.volumes:
+            body["volumes"] = [dict(v) for v in self.volumes]
         chosen = self.chosen
         if chosen is not None and chosen.duration_seconds is not None:
             body["durationSeconds"] = round(chosen.duration_seconds, 2)
@@ -112,6 +116,13 @@ class MovePlan:
 
     def summary(self) -> str:
         """One line for an Event."""
+        carried = ""
+        if self.volumes:
+            data = sum(int(v.get("bytes") or 0) for v in self.volumes)
+            carried = f"; carries {len(self.volumes)} volume(s), {units.size(data)} of data"
+        return self._summary() + carried
+
+    def _summary(self) -> str:
         chosen = self.chosen
         if self.strategy is None:
             return f"cannot move within budget: {self.why}"

@@ -116,8 +116,11 @@ class Engine:
         """
         with self._connected(request) as (source, target):
             plan = planning.plan(request, source=source, target=target)
-            return plan_move(request, source=source, domain=plan.domain, measurer=self.measurer,
-                             measure=measure)
+            planned = plan_move(request, source=source, domain=plan.domain, measurer=self.measurer,
+                                measure=measure)
+            if plan.carry is not None:
+                planned = dataclasses.replace(planned, volumes=tuple(plan.carry.as_fields()))
+            return planned
 
     # ---- the migration ----------------------------------------------------
 
