@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -234,3 +236,20 @@ def test_a_target_pool_that_does_not_exist_is_refused_before_anything_is_made(
     assert refused.value.reasons == ["NoTargetPool"]
     assert "spec.volumes.targetPool" in str(refused.value)
     assert not {f"{name}.img", f"{name}.img{MARKER_SUFFIX}"} & _pool_names(target)
+
+
+def test_the_cli_carries_the_disks_with_a_progress_line_and_deletes_the_source_volume_when_asked(
+    sandbox: Sandbox, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host
+) -> None:
+    image = _raw_with_data(source_host, name)
+    _define_with_disk(sandbox, source_host, name, fmt="raw")
+    done = subprocess.run(
+        [sys.executable, "-m", "vmmigration.cli", "migrate", name, "--from", source_host.uri,
+         "--to", target_host.uri, "--storage", "copy-all", "--delete-source-volumes"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{name} moved" in done.stdout
+    assert "disk 1/1" in done.stdout and "64.0 MiB" in done.stdout, done.stdout
+    assert target.summary(name).state is PowerState.SHUT_OFF and source.find(name) is None
+    assert not image.exists() and _file(target_host, f"{name}.img").exists()

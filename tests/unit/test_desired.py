@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from vmmigration.core.spec import PlacementMode, SpecError, parse_hypervisor, parse_vmmigration
-from vmmigration.core.model import Mode, OnTimeout
+from vmmigration.core.model import Mode, OnTimeout, VolumeOptions
 
 
 def test_a_minimal_spec_gets_the_documented_defaults() -> None:
@@ -41,6 +41,15 @@ def test_policy_fields_reach_the_engine_policy() -> None:
     pytest.param({"domain": "w", "targetHypervisor": "b", "sourceHypervisor": "b"}, "same",
                  id="source-is-target"),
     pytest.param({"domain": "w", "targetHypervisor": "b", "abort": "yes"}, "spec.abort", id="abort-not-bool"),
+    pytest.param({"domain": "w", "targetHypervisor": "b", "mode": "Live", "storage": "CopyAll",
+                  "volumes": {}}, "applies to mode Offline", id="volumes-with-live"),
+    pytest.param({"domain": "w", "targetHypervisor": "b", "mode": "Offline", "volumes": {}},
+                 "storage CopyAll", id="volumes-with-shared"),
+    pytest.param({"domain": "w", "targetHypervisor": "b", "mode": "Offline", "storage": "CopyAll",
+                  "volumes": {"targetPool": "a/../b"}}, "targetPool", id="pool-with-slash"),
+    pytest.param({"domain": "w", "targetHypervisor": "b", "mode": "Offline", "storage": "CopyAll",
+                  "persistence": {"undefineOnSource": False}, "volumes": {"deleteFromSource": True}},
+                 "undefineOnSource", id="delete-but-keep-definition"),
 ])
 def test_bad_specs_are_refused_with_the_field_named(spec: dict[str, Any], words: str) -> None:
     with pytest.raises(SpecError, match=words):
@@ -58,3 +67,10 @@ def test_a_hypervisor_keeps_its_labels_and_limits() -> None:
 def test_hypervisor_uris_that_are_not_libvirt_uris_are_refused(uri: str) -> None:
     with pytest.raises(SpecError, match="spec.uri"):
         parse_hypervisor(name="h", spec={"uri": uri}, labels=None)
+
+
+def test_an_offline_move_that_copies_takes_the_volume_options_and_keeps_the_source_volumes_by_default() -> None:
+    spec = {"domain": "w", "targetHypervisor": "b", "mode": "Offline", "storage": "CopyAll"}
+    assert parse_vmmigration(spec).volumes == VolumeOptions()
+    chosen = parse_vmmigration({**spec, "volumes": {"targetPool": "fast", "deleteFromSource": True}})
+    assert chosen.volumes == VolumeOptions(target_pool="fast", delete_from_source=True)

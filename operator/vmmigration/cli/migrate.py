@@ -35,7 +35,9 @@ from vmmigration.core.model import (
     Policy,
     Storage,
     Update,
+    VolumeOptions,
 )
+from vmmigration.core.spec import POOL_NAME
 from vmmigration.core.trace import Trace
 
 # The policy's defaults, as the model defines them (and the CRD repeats, checked by a test).
@@ -54,6 +56,15 @@ class _StatsColumn(ProgressColumn):
             return Text(f.get("note", "starting…"), style="dim")
         eta = f.get("eta")
         eta_text = "∞" if eta is None else f"{eta:.0f}s"
+        disks = f.get("disks") or ()
+        if disks:
+            # An Offline move carrying its disks: which volume, and the data of the copies.
+            done = sum(1 for d in disks if d.state == "Verified")
+            current = next((d for d in disks if d.state != "Verified"), disks[-1])
+            return Text(
+                f"disk {min(done + 1, len(disks))}/{len(disks)} {current.state.lower()} │ "
+                f"{mib(f['processed'])} of {mib(f['total_bytes'])} data at {mib(f['rate'])}/s"
+                f" │ ETA {eta_text}")
         return Text(
             f"{mib(f['remaining'])} left of {mib(f['total_bytes'])} │ sent {mib(f['processed'])}"
             f" at {mib(f['rate'])}/s │ dirty {mib(f['dirty'])}/s │ pass {f['iteration']}"
@@ -84,6 +95,12 @@ class _StatsColumn(ProgressColumn):
 @click.option("--p2p/--no-p2p", default=True, show_default=True, help="Peer-to-peer migration.")
 @click.option("--storage", type=choice(_STORAGE), default="shared",
               show_default=True, help="copy-all / copy-incremental copy disks the target cannot see.")
+@click.option("--target-pool", default=None, metavar="POOL",
+              help="Offline with copy-all/copy-incremental: the target pool for the carried disks "
+                   "(default: the pool of the same name as the source's).")
+@click.option("--delete-source-volumes", is_flag=True,
+              help="Offline with copying storage: delete the source's disks once their copies are "
+                   "verified and the source no longer defines the VM.")
 @click.option("--persist/--transient", default=True, show_default=True,
               help="Define the VM on the target (libvirt's own default is transient).")
 @click.option("--undefine-source/--keep-source", default=True, show_default=True,
@@ -101,7 +118,8 @@ class _StatsColumn(ProgressColumn):
 def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
             progress_timeout: float, completion_timeout_per_gib: float, hard_timeout: float,
             bandwidth: int, max_downtime: int, auto_converge: bool, compressed: bool,
-            parallel: int, p2p: bool, storage: str, persist: bool, undefine_source: bool,
+            parallel: int, p2p: bool, storage: str, target_pool: str | None,
+            delete_source_volumes: bool, persist: bool, undefine_source: bool,
             allow_unsafe: bool, adopt: bool, as_json: bool, record: Path | None,
             plot: Path | None) -> None:
     """Migrate DOMAIN from one libvirt host to another, showing live progress.
@@ -136,7 +154,13 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
         ),
         storage=_STORAGE[storage.lower()],
         persistence=Persistence(persist_on_target=persist, undefine_on_source=undefine_source),
+        volumes=VolumeOptions(target_pool=target_pool, delete_from_source=delete_source_volumes),
     )
+    if delete_source_volumes and not undefine_source:
+        raise click.UsageError("--delete-source-volumes needs --undefine-source: the source's "
+                               "definition would name deleted disks")
+    if target_pool is not None and not POOL_NAME.fullmatch(target_pool):
+        raise click.BadParameter(f"{target_pool!r} is not a storage pool name", param_hint="--target-pool")
     cancel = threading.Event()
 
     def interrupted(_sig: int, _frame: FrameType | None) -> None:
@@ -187,7 +211,8 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
                     if p is not None:
                         fields.update(total_bytes=p.data_total, processed=p.data_processed,
                                       remaining=p.data_remaining, dirty=p.dirty_rate_bytes_per_s,
-                                      rate=p.transfer_rate_bytes_per_s, iteration=p.iteration)
+                                      rate=p.transfer_rate_bytes_per_s, iteration=p.iteration,
+                                      disks=update.disks)
                     if update.note:
                         bar.console.print(f"[cyan]{domain}: {update.note}[/]")
                     bar.update(task, completed=update.percent,
