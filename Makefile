@@ -21,3 +21,4 @@ bench:
 	.venv/bin/python bench/fault_bench.py
 	.venv/bin/python bench/probe_bench.py
 	.venv/bin/python bench/drain_bench.py
+	.venv/bin/python bench/carry_bench.py

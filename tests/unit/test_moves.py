@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmmigration.core import moves
+
 import pytest
 
 from vmmigration.core.moves import (
@@ -183,3 +185,13 @@ def test_the_progress_of_a_copy_the_spec_has_moved_on_from_is_not_shown_as_this_
     assert judged.line == "waiting for the operator to see generation 2"
     current = verdict({**stale, "metadata": {"generation": 1}}, expect=Expect.PLACED, now=0.0)
     assert current.copying and current.line.startswith("Migrating ? → ?: 64Mi left of 128Mi")
+
+
+def test_a_carry_in_flight_reads_as_which_disk_and_the_data_left() -> None:
+    status = {"phase": "Migrating", "sourceHypervisor": "a", "targetHypervisor": "b",
+              "progress": {"percent": 40.0, "dataTotalBytes": 1024 * 1024 * 1024,
+                           "dataRemainingBytes": 310 * 1024 * 1024,
+                           "disks": [{"state": "Verified"}, {"state": "Copying"}]}}
+    assert moves.copying(status)
+    assert moves.progress_text(status).startswith("disk 2/2 · 310")
+    assert "left of 1.0" in moves.progress_text(status)
