@@ -166,10 +166,7 @@ def test_a_marker_is_named_after_the_volume_it_stands_beside() -> None:
 def _digest(pieces: list[bytes | int]) -> tuple[int, str]:
     digest = ContentDigest()
     for piece in pieces:
-        if isinstance(piece, int):
-            digest.hole(piece)
-        else:
-            digest.data(piece)
+        digest.feed(piece)
     return digest.length, digest.hexdigest()
 
 

@@ -277,6 +277,13 @@ class ContentDigest:
         self._block_start = 0
         self.length = 0
 
+    def feed(self, piece: bytes | int) -> None:
+        """One piece as a sparse stream gives it: data, or an int for a hole's length."""
+        if isinstance(piece, int):
+            self.hole(piece)
+        else:
+            self.data(piece)
+
     def data(self, chunk: bytes | bytearray | memoryview) -> None:
         view = memoryview(chunk)
         while view:

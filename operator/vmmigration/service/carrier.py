@@ -47,21 +47,13 @@ UPDATE_SECONDS = 0.5
 MAX_CHAIN = 16
 
 
-class CarryRefusedError(Exception):
-    """The copies cannot be made as the spec asks; nothing was changed."""
-
-    def __init__(self, findings: list[Finding]) -> None:
-        super().__init__("; ".join(f"{f.reason}: {f.message}" for f in findings))
-        self.findings = findings
-
-
 def wanted(request: MigrationRequest, *, offline: bool) -> bool:
     """Whether the operator carries the disks itself (libvirt copies them only for a running VM)."""
     return offline and request.storage is not Storage.SHARED
 
 
 def survey(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost) -> CarryPlan:
-    """Read both hosts' volumes and plan the copies; CarryRefusedError says every reason why not."""
+    """Read both hosts' volumes and plan the copies; carry.CarryRefused says every reason why not."""
     source.volumes.refresh()
     target.volumes.refresh()
     findings: list[Finding] = []
@@ -76,7 +68,7 @@ def survey(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHos
         else:
             chains.append(chain)
     if findings:
-        raise CarryRefusedError(findings)
+        raise carry.CarryRefused(findings)
     in_use: set[str] | None = None
     names: dict[str, set[str]] = {}
 
@@ -93,12 +85,9 @@ def survey(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHos
         return Slot(exists=True, ours=marked and there.path not in in_use,
                     allocation_bytes=there.allocation_bytes, marked=marked)
 
-    try:
-        return carry.plan(storage=request.storage, chains=chains, pools=target.volumes.pools(),
-                          slot=slot, target_pool=request.volumes.target_pool,
-                          target=display_uri(target.uri))
-    except carry.CarryRefused as refused:
-        raise CarryRefusedError(refused.findings) from refused
+    return carry.plan(storage=request.storage, chains=chains, pools=target.volumes.pools(),
+                      slot=slot, target_pool=request.volumes.target_pool,
+                      target=display_uri(target.uri))
 
 
 def _chain(path: str, *, source: Volumes, target: Volumes) -> Chain | None:
@@ -207,20 +196,19 @@ class Carrier:
                 self._stop_if_asked(request, cancel=cancel, detach=detach, tally=tally)
                 got = reader.read()
                 now = self.clock()
+                if got == b"":
+                    break
                 if isinstance(got, int):
                     writer.hole(got)
-                    sent.hole(got)
                     tally.add(index, hole=got, now=now)
-                elif got:
+                else:
                     wait = pacer.wait_seconds(now=now)
                     if wait > 0:
                         self.sleep(wait)
                     writer.write(got)
-                    sent.data(got)
                     pacer.sent_data(len(got))
                     tally.add(index, data=len(got), now=self.clock())
-                else:
-                    break
+                sent.feed(got)
                 if on_update is not None and now - reported >= UPDATE_SECONDS:
                     reported = now
                     on_update(self._update(request, tally))
@@ -257,12 +245,9 @@ class Carrier:
             while True:
                 self._stop_if_asked(request, cancel=cancel, detach=detach, tally=tally)
                 got = reader.read()
-                if isinstance(got, int):
-                    digest.hole(got)
-                elif got:
-                    digest.data(got)
-                else:
+                if got == b"":
                     break
+                digest.feed(got)
             reader.finish()
         except BaseException:
             reader.abort()

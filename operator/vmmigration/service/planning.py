@@ -11,7 +11,7 @@ import dataclasses
 from vmmigration.core import planner, prechecks
 from vmmigration.core.model import DiskImage, DomainSummary, MigrationRequest, Mode, Storage, display_uri
 from vmmigration.core.plans import MovePlan
-from vmmigration.core.carry import CarryPlan
+from vmmigration.core.carry import CarryPlan, CarryRefused
 from vmmigration.core.prechecks import Finding
 from vmmigration.service import carrier
 from vmmigration.service.ports import LibvirtHost
@@ -92,7 +92,7 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
     if carrying and not any(f.reason == "SameHost" for f in findings):
         try:
             carry = carrier.survey(request, source=source, target=target)
-        except carrier.CarryRefusedError as refused:
+        except CarryRefused as refused:
             findings += refused.findings
     if findings:
         raise PrecheckFailed(findings)

@@ -198,17 +198,8 @@ class Host:
 
     def disk_visible(self, path: str) -> bool:
         """Whether a storage pool on this host holds ``path``."""
-        with translated():
-            for pool in self._conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
-                with contextlib.suppress(libvirt.libvirtError):
-                    pool.refresh(0)
-        try:
-            self._conn.storageVolLookupByPath(path)
-        except libvirt.libvirtError as error:
-            if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return False
-            raise mapped(error) from error
-        return True
+        self.volumes.refresh()
+        return self.volumes.holds(path)
 
     def has_pool_for(self, path: str) -> bool:
         """Whether a storage pool here manages the directory ``path`` would be created in."""

@@ -106,6 +106,10 @@ class Volumes:
                 return None
             raise mapped(error) from error
 
+    def holds(self, path: str) -> bool:
+        """Whether a pool here holds ``path`` (as of the last refresh)."""
+        return self._lookup(path) is not None
+
     def volume(self, path: str) -> Volume | None:
         """The volume at ``path``, or None when no pool here holds it."""
         vol = self._lookup(path)
