@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmmigration.core import carry
-from vmmigration.core.carry import Chain, ContentDigest, Pacer, Pool, Slot, Tally, Volume, VolumeCopy
+from vmmigration.core.carry import Chain, Pool, Slot, Tally, Volume, VolumeCopy
+from vmmigration.core.streams import DIGEST_BLOCK_BYTES, ContentDigest, Pacer
 from vmmigration.core.model import MIB, Storage
 
 IMAGES = "/var/lib/libvirt/images"
@@ -204,7 +205,7 @@ def test_one_changed_byte_anywhere_changes_the_digest(seed: int, length: int) ->
 
 
 def test_a_moved_block_changes_the_digest_and_a_longer_file_of_zeros_keeps_it_but_not_the_length() -> None:
-    block = b"x" * carry.DIGEST_BLOCK_BYTES
+    block = b"x" * DIGEST_BLOCK_BYTES
     assert _digest([block, bytes(len(block))])[1] != _digest([bytes(len(block)), block])[1]
     short, long = _digest([block]), _digest([block, 5 * MIB])
     assert short[1] == long[1] and short[0] != long[0], "the length is compared on its own"

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from vmmigration.core import carry
+from vmmigration.core import carry, streams
 from vmmigration.core.carry import CarryPlan, Chain, Slot, Tally, VolumeCopy
 from vmmigration.core.errors import VirtError
 from vmmigration.core.location import Location
@@ -184,8 +184,8 @@ class Carrier:
     def _copy(self, request: MigrationRequest, index: int, copy: VolumeCopy, *, tally: Tally,
               source: Volumes, target: Volumes, cancel: threading.Event,
               detach: threading.Event | None, on_update: Callable[[Update], None] | None) -> None:
-        sent = carry.ContentDigest()
-        pacer = carry.Pacer(mib_per_s=request.policy.bandwidth_mib_per_s, started=self.clock())
+        sent = streams.ContentDigest()
+        pacer = streams.Pacer(mib_per_s=request.policy.bandwidth_mib_per_s, started=self.clock())
         disk = tally.disks[index]
         disk.state = "Copying"
         reader = source.download(copy.source.path)
@@ -239,7 +239,7 @@ class Carrier:
     def _digest(self, volumes: Volumes, path: str, *, request: MigrationRequest,
                 cancel: threading.Event, detach: threading.Event | None, tally: Tally) -> tuple[int, str]:
         """The target's copy read back, as (length, digest)."""
-        digest = carry.ContentDigest()
+        digest = streams.ContentDigest()
         reader = volumes.download(path)
         try:
             while True:
