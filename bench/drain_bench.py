@@ -139,7 +139,7 @@ def main() -> None:
                 with Host(host.uri) as found:
                     found.remove_everywhere(domain)
             box.boot(box.guest_spec(domain, dirty_mib=16, dirty_rate_mib=2), host=box.hosts[0])
-        wait(lambda: len((status(plane, "hypervisor", "kvm-a").get("domains") or ())) >= args.vms,
+        wait(lambda: (status(plane, "hypervisor", "kvm-a").get("domainCount") or 0) >= args.vms,
              timeout=60, what="kvm-a probed with every guest")
         for round_no in range(args.rounds):
             drains.append(drain(plane, box, domains))

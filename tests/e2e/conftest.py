@@ -52,6 +52,9 @@ OPERATOR_ENV = {
     "VMMIGRATION_HEALTH_PORT": str(HEALTH_PORT),
     "VMMIGRATION_PROBE_INTERVAL_SECONDS": "1",
     "VMMIGRATION_RESYNC_INTERVAL_SECONDS": "2",
+    # Hosts are followed by their events; a full read only this often (and on reconnect),
+    # so what a test sees within seconds came from an event.
+    "VMMIGRATION_INVENTORY_RESYNC_SECONDS": "60",
     "VMMIGRATION_MEASURE_INTERVAL_SECONDS": "2",
     "VMMIGRATION_PROGRESS_INTERVAL_SECONDS": "0.5",
     "VMMIGRATION_RETRY_BASE_SECONDS": "2",

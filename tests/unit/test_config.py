@@ -34,6 +34,8 @@ def test_every_variable_is_read() -> None:
         pytest.param({"VMMIGRATION_POLL_INTERVAL_SECONDS": "0"}, "must be 0.05 to 10", id="zero-poll"),
         pytest.param({"VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS": "1"},
                      "VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS must be 2 to 600", id="libvirt-timeout"),
+        pytest.param({"VMMIGRATION_LOG_FORMAT": "logfmt"}, "VMMIGRATION_LOG_FORMAT must be text or json",
+                     id="log-format"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_variable_name(env: dict[str, str], words: str) -> None:
@@ -44,6 +46,19 @@ def test_a_bad_value_is_refused_with_its_variable_name(env: dict[str, str], word
 def test_the_libvirt_timeout_is_read_and_defaults_to_libvirtds_own_keepalive() -> None:
     assert Settings().libvirt_timeout_seconds == 30
     assert Settings.from_env({"VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS": "12"}).libvirt_timeout_seconds == 12
+
+
+def test_the_log_format_is_text_unless_json_is_asked_for() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"VMMIGRATION_LOG_FORMAT": "JSON"}).log_format == "json"
+
+
+def test_kopf_is_told_to_write_json_only_when_the_log_format_is_json() -> None:
+    text = Settings().kopf_command(python="python3")
+    json = Settings(log_format="json").kopf_command(python="python3", extra=("--verbose",))
+    assert "--log-format" not in text
+    # Before the caller's own arguments, so that theirs win.
+    assert json[-3:] == ["--log-format", "json", "--verbose"]
 
 
 def test_a_replica_started_earlier_outranks_every_later_one_in_peering() -> None:

@@ -8,7 +8,7 @@ from vmmigration.core import effects as fx
 from vmmigration.core import reconcile
 from vmmigration.core.location import Aftermath, Location
 from vmmigration.core.memory import Condition, Memory, timestamp
-from vmmigration.core.model import EffectiveMode, MigrationResult
+from vmmigration.core.model import EffectiveMode, HostReport, MigrationResult, PowerState
 from vmmigration.core.reasons import Reason
 from vmmigration.core.scheduling import HypervisorView
 from vmmigration.core.spec import Desired, HypervisorSpec, Phase
@@ -214,3 +214,29 @@ def test_an_attempt_that_ended_unwatched_is_settled_by_where_libvirt_has_the_vm(
     assert effects.phase is phase
     assert reason in {c.reason for c in effects.conditions}
     assert (fx.found_after_restart(found) is not None) == (phase is Phase.PLACED)
+
+
+def with_domain(state: PowerState | None, *, reachable: bool = True) -> dict[str, HypervisorView]:
+    found = () if state is None else (domain("web-01", state=state),)
+    return {"kvm-a": HypervisorView(spec=HypervisorSpec(name="kvm-a", uri="test:///a"),
+                                    report=HostReport(reachable=reachable, probed_at=0.0,
+                                                      domains=found if reachable else ())),
+            "kvm-b": HypervisorView(spec=HypervisorSpec(name="kvm-b", uri="test:///b"),
+                                    report=HostReport(reachable=True, probed_at=0.0))}
+
+
+@pytest.mark.parametrize(("state", "reachable", "written"), [
+    pytest.param(PowerState.RUNNING, True, "Running", id="running"),
+    pytest.param(PowerState.SHUT_OFF, True, "ShutOff", id="stopped-behind-our-back"),
+    pytest.param(None, True, None, id="undefined-everywhere-removes-it"),
+    pytest.param(None, False, "keep", id="a-host-unseen-keeps-what-the-status-says"),
+])
+def test_every_status_written_says_the_domains_power_state(state: PowerState | None,
+                                                          reachable: bool, written: str | None) -> None:
+    effects = fx.plan(reconcile.Placed("kvm-a"), desired=PINNED, memory=Memory(),
+                      hypervisors=with_domain(state, reachable=reachable), admission=None,
+                      looked_again=True)
+    if written == "keep":
+        assert "domainState" not in effects.fields
+    else:
+        assert effects.fields["domainState"] == written

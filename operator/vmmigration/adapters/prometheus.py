@@ -149,6 +149,13 @@ class Metrics:
         self.rebalance_moves = Counter(
             "vmmigration_rebalance_moves", "Moves started to rebalance a HypervisorPool.",
             ["pool"], registry=r)
+        self.inventory_updates = Counter(
+            "vmmigration_inventory_updates",
+            "Hypervisor reports renewed, by how: 'event' (domains a libvirt event named, read "
+            "back) or 'probe' (the host read in full: first sight, reconnect, resync).",
+            ["how"], registry=r)
+        for how in ("event", "probe"):
+            self.inventory_updates.labels(how=how)
         self.reconcile_errors = Counter(
             "vmmigration_reconcile_errors",
             "Reconcile passes that raised an unexpected error and were retried.", registry=r)
@@ -164,6 +171,9 @@ class Metrics:
         """Read the running and queued counts from the limiter at every scrape: one copy."""
         self.in_progress.set_function(limiter.running_count)
         self.queued.set_function(limiter.queued_count)
+
+    def inventory_updated(self, *, how: str) -> None:
+        self.inventory_updates.labels(how=how).inc()
 
     def status_patched(self, resource: str) -> None:
         self.status_patches.labels(resource=resource).inc()

@@ -1,7 +1,8 @@
 """The command line: ``vmmigration migrate``, ``plan``, ``report``, ``inspect`` and ``operator``,
-which talk to libvirt, and ``get``, ``move``, ``abort``, ``watch``, ``delete``, ``drain``,
-``undrain`` and ``pool``, which act through the Kubernetes API (also as the kubectl plugin
-``kubectl vmm``).
+which talk to libvirt, ``get``, ``move``, ``abort``, ``watch``, ``delete``, ``drain``,
+``undrain`` and ``pool``, which act through the Kubernetes API, and ``domains``, which finds a
+Hypervisor through the API and asks its libvirt (all but the libvirt-only ones also as the
+kubectl plugin ``kubectl vmm``).
 
 One module per command; this one holds the group and the entry points. The test
 bed's commands (``sandbox``, ``demo``) are ``vmmigration-testbed``'s own.
@@ -18,6 +19,7 @@ from vmmigration.adapters.kube.api import ApiError
 from vmmigration.cli import (
     abort,
     delete,
+    domains,
     drain,
     get,
     inspect,
@@ -47,7 +49,7 @@ def cli(verbose: bool) -> None:
 
 for command in (migrate.migrate, plan.plan, report.report, inspect.inspect, operator.operator,
                 get.get, move.move, abort.abort, watch.watch, delete.delete, drain.drain, drain.undrain,
-                pool.pool):
+                pool.pool, domains.domains):
     cli.add_command(command)
 
 

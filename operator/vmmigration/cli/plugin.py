@@ -1,4 +1,5 @@
-"""``kubectl vmm …``: the API verbs as a kubectl plugin.
+"""``kubectl vmm …``: the API verbs as a kubectl plugin, and ``domains``, which lists a
+Hypervisor's domains from its libvirt (so it needs libvirt's client here).
 
 kubectl runs an executable named ``kubectl-vmm`` found on PATH for ``kubectl vmm``
 and passes it the rest of the command line as it is; its own flags
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from vmmigration.cli import abort, delete, drain, get, move, pool, watch
+from vmmigration.cli import abort, delete, domains, drain, get, move, pool, watch
 
 
 @click.group()
@@ -18,5 +19,5 @@ def kubectl_vmm() -> None:
 
 
 for command in (get.get, move.move, abort.abort, watch.watch, delete.delete, drain.drain, drain.undrain,
-                pool.pool):
+                pool.pool, domains.domains):
     kubectl_vmm.add_command(command)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +20,9 @@ class SettingsError(ValueError):
 
 
 CACHE = Path.home() / ".cache" / "vmmigration"
+# The label that splits the fleet between replicas (see Settings.shard), and what its value may be.
+SHARD_LABEL = "vmmigration.dev/shard"
+SHARD_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,12 @@ class Settings:
     # are looked at, and renewed before they expire, so an Auto plan rarely waits for
     # one (0: never; each plan then measures what it lacks).
     measure_interval_seconds: float = 60.0
+    # How often each Hypervisor is read in full although libvirt's events keep its
+    # report current: a missed event heals by then (a dropped connection heals at once).
+    inventory_resync_seconds: float = 300.0
+    # The shard this replica serves: only Hypervisors, pools and VMMigrations labelled
+    # vmmigration.dev/shard=<shard>, with a peering of its own; "" serves the unlabelled.
+    shard: str = ""
     # How often each VMMigration is re-decided even when nothing woke it.
     resync_interval_seconds: float = 30.0
     # The least time between two progress writes of one migration (API load).
@@ -81,6 +91,10 @@ class Settings:
     # Resume a post-copy migration whose link failed: auto (unless the target's
     # libvirt is known to crash on it), always, or never (leave it to a person).
     post_copy_resume: ResumePolicy = ResumePolicy.AUTO
+    # How the operator's log lines are written: text for a person at a terminal,
+    # json (one object per line, with the VMMigration and the domain as fields)
+    # for a log pipeline.
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +130,13 @@ class Settings:
         except ValueError:
             raise SettingsError("VMMIGRATION_POSTCOPY_RESUME must be auto, always or never, "
                                 f"not {raw_resume!r}") from None
+        log_format = env.get("VMMIGRATION_LOG_FORMAT", defaults.log_format).lower()
+        if log_format not in ("text", "json"):
+            raise SettingsError(f"VMMIGRATION_LOG_FORMAT must be text or json, not {log_format!r}")
+        shard = env.get("VMMIGRATION_SHARD", defaults.shard)
+        if shard and not SHARD_PATTERN.fullmatch(shard):
+            raise SettingsError("VMMIGRATION_SHARD must be a label value (letters, digits, '-', "
+                                f"'_', '.'; 63 at most, alphanumeric at both ends), not {shard!r}")
         raw_priority = env.get("VMMIGRATION_PEERING_PRIORITY")
         try:
             priority = int(raw_priority) if raw_priority else None
@@ -140,6 +161,9 @@ class Settings:
                                            defaults.libvirt_timeout_seconds, 2, 600),
             measure_interval_seconds=number("VMMIGRATION_MEASURE_INTERVAL_SECONDS",
                                             defaults.measure_interval_seconds, 0, 3600),
+            inventory_resync_seconds=number("VMMIGRATION_INVENTORY_RESYNC_SECONDS",
+                                            defaults.inventory_resync_seconds, 1, 86400),
+            shard=shard,
             resync_interval_seconds=number("VMMIGRATION_RESYNC_INTERVAL_SECONDS",
                                            defaults.resync_interval_seconds, 0.5, 3600),
             progress_interval_seconds=number("VMMIGRATION_PROGRESS_INTERVAL_SECONDS",
@@ -157,17 +181,26 @@ class Settings:
             health_address=env.get("VMMIGRATION_HEALTH_ADDRESS", defaults.health_address),
             health_port=int(number("VMMIGRATION_HEALTH_PORT", defaults.health_port, 0, 65535)),
             post_copy_resume=resume,
+            log_format=log_format,
         )
 
     def kopf_command(self, *, python: str, peering: str | None = None,
                      extra: tuple[str, ...] = ()) -> list[str]:
         """The ``kopf run`` command line of the operator with these settings."""
         name = self.peering if peering is None else peering
+        if name and self.shard:
+            # Each shard elects its own active replica: shards share the work, not one lock.
+            name = f"{name}-{self.shard}"
         command = [python, "-m", "kopf", "run", "-m", "vmmigration.adapters.kube.handlers", "--all-namespaces"]
         command += ["--peering", name] if name else ["--standalone"]
         if self.health_port:
             host = f"[{self.health_address}]" if ":" in self.health_address else self.health_address
             command.append(f"--liveness=http://{host}:{self.health_port}/healthz")
+        if self.log_format == "json":
+            # kopf writes a few lines before the startup handler puts our JSON
+            # formatter in place; with its own JSON formatter till then, every
+            # line of the log parses.
+            command += ["--log-format", "json"]
         return command + list(extra)
 
 

@@ -17,11 +17,11 @@ from typing import Any
 from vmmigration.core import reconcile
 from vmmigration.core.location import Aftermath, Location
 from vmmigration.core.memory import Condition, Memory, timestamp
-from vmmigration.core.model import EffectiveMode, MigrationResult, Update, display_uri
+from vmmigration.core.model import EffectiveMode, MigrationResult, PowerState, Update, display_uri
 from vmmigration.core.forecast import Strategy
 from vmmigration.core.plans import MovePlan
 from vmmigration.core.reasons import Reason, for_location
-from vmmigration.core.scheduling import HypervisorView
+from vmmigration.core.scheduling import HypervisorView, whereabouts
 from vmmigration.core.spec import Desired, Phase
 from vmmigration.core.status import progress
 
@@ -111,7 +111,31 @@ def condition(kind: str, status: bool, reason: Reason | str, message: str = "") 
 def plan(action: reconcile.Action, *, desired: Desired, memory: Memory,
          hypervisors: Mapping[str, HypervisorView], admission: str | None,
          looked_again: bool) -> Effects:
-    """The effects of decide's action. ``admission`` is why no slot is free (Migrate only)."""
+    """The effects of decide's action. ``admission`` is why no slot is free (Migrate only).
+
+    Every status written says the domain's power state too, as the inventory has it:
+    a VM stopped or started behind the operator's back shows at the next pass, which
+    libvirt's event wakes.
+    """
+    effects = _plan(action, desired=desired, memory=memory, hypervisors=hypervisors,
+                    admission=admission, looked_again=looked_again)
+    if effects.phase is None or isinstance(action, reconcile.Idle):
+        return effects
+    where = whereabouts(desired.domain, hypervisors)
+    if where.summary is not None:
+        state: str | None = where.summary.state.value
+    elif where.incoming:
+        state = PowerState.PAUSED.value
+    elif where.unknown:
+        return effects  # it may be on a host we cannot see: keep what the status says
+    else:
+        state = None  # defined nowhere
+    return dataclasses.replace(effects, fields={**effects.fields, "domainState": state})
+
+
+def _plan(action: reconcile.Action, *, desired: Desired, memory: Memory,
+          hypervisors: Mapping[str, HypervisorView], admission: str | None,
+          looked_again: bool) -> Effects:
     domain = desired.domain
     kept_phase = (memory.phase if memory.phase in (Phase.FAILED, Phase.PLACED, Phase.DISPLACED)
                   else Phase.PENDING)

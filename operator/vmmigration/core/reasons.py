@@ -34,6 +34,8 @@ class Reason(str, enum.Enum):
     NO_ELIGIBLE_TARGET = "NoEligibleTarget"
     NOT_ON_SOURCE = "NotOnSource"
     MIGRATION_IN_PROGRESS = "MigrationInProgress"
+    # A migration vmmigration did not start (an admin's virsh migrate) holds the domain.
+    MIGRATING_OUTSIDE = "MigratingOutside"
     INVENTORY_INCOMPLETE = "InventoryIncomplete"
     BACKOFF = "Backoff"
     INVALID_SPEC = "InvalidSpec"

@@ -132,6 +132,14 @@ def decide(
                      + (f", running on {' and '.join(others)}" if others else "")
                      + "; nothing will be moved until a post-copy resume completes it "
                        "(see lastFailure)")
+    if where.incoming and (where.active or len(where.incoming) > 1):
+        # A copy arriving while the VM runs (or sits paused for the switch-over) elsewhere,
+        # and no migration of ours (ours is Recovered above): someone else moves it. Any
+        # move of ours now would fail on libvirt's job lock, and the two copies are one VM.
+        hosts = sorted({*where.active, *where.incoming})
+        return Wait(Reason.MIGRATING_OUTSIDE, f"domain {desired.domain} is being migrated between "
+                    f"{' and '.join(hosts)} by something other than vmmigration; waiting for "
+                    "that migration to end")
     if len(where.active) > 1:
         return Block(Reason.RUNNING_TWICE, f"domain {desired.domain} runs on {' and '.join(where.active)} "
                                      "at once; resolve this by hand, nothing will be moved")

@@ -13,10 +13,16 @@ from typing import Any
 
 from vmmigration.core.memory import Condition, parse_timestamp, timestamp
 from vmmigration.core.spec import Phase
-from vmmigration.core.model import DiskCopy, HostReport, JobProgress
+from vmmigration.core.model import DiskCopy, DomainSummary, HostReport, JobProgress, PowerState
 from vmmigration.core import units
 
 CONDITION_TYPES = ("Ready", "Progressing", "Queued", "Blocked", "Drifted")
+
+# A Hypervisor's status names at most this many domains: at hundreds of VMs per
+# host the whole inventory would near the API server's object size limit, and
+# every domain's state change would rewrite all of it. ``vmmigration domains
+# HOST`` lists them all, from libvirt.
+DOMAINS_IN_STATUS = 20
 
 
 def conditions(
@@ -128,8 +134,11 @@ def hypervisor(
     Free memory moves on every probe of a real host; a change under 1 % is not
     written, and ``lastProbeTime`` alone is refreshed at most once per
     ``heartbeat_seconds``, so a quiet host costs the API server almost nothing.
+    The domains are counted by state, and at most ``DOMAINS_IN_STATUS`` of them
+    are named (see ``in_status``): the status's size does not grow with the host.
     """
     new: dict[str, Any] = {k: v for k, v in previous.items()}
+    shown = in_status(report.domains)
     old_conditions = previous.get("conditions")
     # Read back as stored: a hand-edited status is not trusted to be a list.
     old_reachable = next((c for c in (old_conditions if isinstance(old_conditions, (list, tuple)) else ())
@@ -154,24 +163,76 @@ def hypervisor(
             "hypervisorVersion": report.hypervisor_version,
             "cpuModel": report.cpu_model,
             "memoryTotalBytes": report.memory_total_bytes,
-            "domains": [{"name": d.name, "uuid": d.uuid, "state": d.state.value,
-                         "memoryBytes": d.memory_bytes, "persistent": d.persistent}
-                        for d in sorted(report.domains, key=lambda d: d.name)],
             "domainCount": len(report.domains),
+            "domainStates": domain_states(report.domains),
+            "domains": [domain_entry(d) for d in shown],
         })
-        stored = previous.get("memoryFreeBytes")
-        # Anything but a stored count means "write it anew".
-        old_free = stored if isinstance(stored, int) and not isinstance(stored, bool) else 0
-        if not old_free or abs(report.memory_free_bytes - old_free) > old_free // 100:
+        if len(shown) < len(report.domains):
+            new["domainsTruncated"] = True
+        else:
+            # Absent rather than false: a reader of an older status sees the same shape.
+            new.pop("domainsTruncated", None)
+        if _moved(previous.get("memoryFreeBytes"), report.memory_free_bytes):
             new["memoryFreeBytes"] = report.memory_free_bytes
         # For the FREE printer column, which cannot format bytes itself; derived
         # from the stored count, so it changes only when that is rewritten.
         new["memoryFree"] = units.size(new["memoryFreeBytes"])
+        active = sum(d.memory_bytes for d in report.domains if d.active)
+        # A balloon resize alone moves the sum a little: under 1 % it waits for a
+        # write that happens anyway (a domain starting or stopping, a count), so
+        # the figure is exact whenever the counts beside it change.
+        if (_moved(previous.get("activeMemoryBytes"), active)
+                or _without(new, _RIDERS) != _without(previous, _RIDERS)):
+            new["activeMemoryBytes"] = active
     stale = (parse_timestamp(previous.get("lastProbeTime")) or 0.0) + heartbeat_seconds <= now
     if stale or {k: v for k, v in new.items() if k != "lastProbeTime"} != {
             k: v for k, v in previous.items() if k != "lastProbeTime"}:
         new["lastProbeTime"] = timestamp(report.probed_at)
     return new
+
+
+# Refreshed on their own terms (a heartbeat, a 1 % move) or along with another change: left
+# out when asking whether anything else changed.
+_RIDERS = frozenset({"lastProbeTime", "activeMemoryBytes"})
+
+
+def _without(fields: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k not in names}
+
+
+def _moved(stored: Any, fresh: int) -> bool:
+    """Whether ``fresh`` is more than 1 % away from the stored count (or nothing usable is stored)."""
+    # Anything but a stored count means "write it anew"; 0 as well, which 1 % of cannot tell.
+    old = stored if isinstance(stored, int) and not isinstance(stored, bool) else 0
+    return not old or abs(fresh - old) > old // 100
+
+
+def state_key(state: PowerState) -> str:
+    """A PowerState as a key of ``domainStates``: lowerCamelCase, as Kubernetes spells fields."""
+    return state.value[:1].lower() + state.value[1:]
+
+
+def domain_states(domains: Iterable[DomainSummary]) -> dict[str, int]:
+    """How many domains are in each state; every state is present, 0 included, so that
+    ``.status.domainStates.paused`` reads 0 rather than nothing."""
+    counts = {state_key(state): 0 for state in PowerState}
+    for found in domains:
+        counts[state_key(found.state)] += 1
+    return counts
+
+
+def in_status(domains: Iterable[DomainSummary], *, limit: int = DOMAINS_IN_STATUS) -> list[DomainSummary]:
+    """The domains the status names: those not running first (paused, shut off, crashed:
+    the ones a person looks for), then the running ones, each group by name."""
+    # The UUID settles a repeated name, so the list, and thus the status, is stable.
+    ranked = sorted(domains, key=lambda d: (d.state is PowerState.RUNNING, d.name, d.uuid))
+    return ranked[:limit]
+
+
+def domain_entry(found: DomainSummary) -> dict[str, Any]:
+    """One entry of ``status.domains``; ``vmmigration domains --json`` prints the same shape."""
+    return {"name": found.name, "uuid": found.uuid, "state": found.state.value,
+            "memoryBytes": found.memory_bytes, "persistent": found.persistent}
 
 
 def with_drain(new: Mapping[str, Any], *, previous: Mapping[str, Any], fields: Mapping[str, Any],

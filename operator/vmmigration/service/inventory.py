@@ -1,19 +1,24 @@
-"""Probes of libvirt hosts: versions, CPU, memory and every domain each holds.
+"""What each libvirt host holds, kept current by libvirt's events, with a full probe to resync.
 
-The operator's view of where each VM runs is built from these reports; they
-are cheap (a handful of libvirt calls) so hosts are probed on a timer, and
-again right after a migration touches them.
+A full probe (versions, CPU, memory and every domain) opens the host's kept
+connection and registers for domain lifecycle events on it. From then on an
+event re-reads only the domain it names (:meth:`Prober.refresh`), and between
+events the report stands without a call to the host (:meth:`Prober.current`).
+A full probe runs again when the connection drops (keepalive gave up, libvirtd
+restarted: the events in between may be lost), when it ages out, and every
+``resync_seconds``, so a missed event heals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 from vmmigration.core.errors import VirtError
-from vmmigration.core.model import HostReport, format_version
-from vmmigration.service.ports import Connect, LibvirtHost
+from vmmigration.core.model import DomainSummary, HostReport, format_version
+from vmmigration.service.ports import Connect, Heard, LibvirtHost
 
 
 def report_of(host: LibvirtHost, *, now: float) -> HostReport:
@@ -30,8 +35,28 @@ def report_of(host: LibvirtHost, *, now: float) -> HostReport:
     )
 
 
+def with_domains(report: HostReport, *, found: Mapping[str, DomainSummary | None],
+                 free_bytes: int, now: float) -> HostReport:
+    """``report`` with the domains in ``found`` replaced by what was read (None: gone)."""
+    kept = tuple(d for d in report.domains if d.name not in found)
+    fresh = tuple(summary for summary in found.values() if summary is not None)
+    return dataclasses.replace(report, domains=kept + fresh,
+                               memory_free_bytes=free_bytes, probed_at=now)
+
+
+@dataclasses.dataclass
+class _Kept:
+    host: LibvirtHost
+    opened: float
+    used: float
+    report: HostReport
+    full_at: float  # the last full probe, on the clock
+    watched: bool = False  # events arrive on this connection
+    dropped: bool = False  # its close callback ran: events may have been lost
+
+
 class Prober:
-    """Probes each host over a connection it keeps between probes.
+    """Probes each host over a connection it keeps, and keeps the report current from events.
 
     A new connection per probe is the most of a probe's cost: about 12 ms of
     CPU against 1 ms on a kept one (a test-driver host of 20 domains; on
@@ -44,70 +69,149 @@ class Prober:
     """
 
     def __init__(self, *, connect: Connect, timeout_seconds: float = 30.0,
-                 max_age_seconds: float = 300.0,
+                 max_age_seconds: float = 300.0, resync_seconds: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout_seconds = timeout_seconds
         self.max_age_seconds = max_age_seconds
+        self.resync_seconds = resync_seconds
         self._connect = connect
         self._clock = clock
-        self._lock = threading.Lock()
-        # uri -> (connection, opened at, last used at)
-        self._kept: dict[str, tuple[LibvirtHost, float, float]] = {}
+        self._lock = threading.Lock()  # guards _kept and _uri_locks
+        self._kept: dict[str, _Kept] = {}
+        # One probe or refresh per host at a time: two would open two connections.
+        self._uri_locks: dict[str, threading.Lock] = {}
+        self._heard: Heard | None = None
+
+    def listen(self, heard: Heard) -> None:
+        self._heard = heard
+
+    # ---- full probes -------------------------------------------------------------
 
     def __call__(self, uri: str) -> HostReport:
         now = time.time()
         self._close_idle()
-        kept = self._take(uri)
-        if kept is not None:
+        with self._uri_lock(uri):
+            kept = self._usable(uri)
+            if kept is not None:
+                try:
+                    report = report_of(kept.host, now=now)
+                except VirtError:
+                    self._drop(uri, kept)  # dead or stale: one more try, on a fresh connection
+                else:
+                    self._keep(uri, dataclasses.replace(kept, used=self._clock(), report=report,
+                                                        full_at=self._clock()))
+                    return report
             try:
-                report = report_of(kept[0], now=now)
+                host = self._connect(uri, timeout_seconds=self.timeout_seconds)
+            except VirtError as error:
+                return HostReport(reachable=False, probed_at=now, error=str(error))
+            # Registered before the listing: an event in between is then a re-read, not a loss.
+            watched = self._watch(uri, host)
+            try:
+                report = report_of(host, now=now)
+            except VirtError as error:
+                host.close()
+                return HostReport(reachable=False, probed_at=now, error=str(error))
+            opened = self._clock()
+            self._keep(uri, _Kept(host=host, opened=opened, used=opened, report=report,
+                                  full_at=opened, watched=watched))
+            return report
+
+    # ---- between full probes -----------------------------------------------------
+
+    def current(self, uri: str) -> HostReport | None:
+        """The report events keep current, or None when a full probe is due: no events
+        on this connection, the connection dropped or aged, or the resync is due."""
+        now = self._clock()
+        with self._lock:
+            kept = self._kept.get(uri)
+            if (kept is None or not kept.watched or kept.dropped
+                    or now - kept.full_at >= self.resync_seconds
+                    or now - kept.opened >= self.max_age_seconds):
+                return None
+            kept.used = now
+            return dataclasses.replace(kept.report, probed_at=time.time())
+
+    def refresh(self, uri: str, domains: Collection[str]) -> HostReport | None:
+        """The report with ``domains`` read again (and free memory); None: probe in full."""
+        with self._uri_lock(uri):
+            kept = self._usable(uri)
+            if kept is None or kept.dropped:
+                return None
+            try:
+                found = {name: kept.host.find(name) for name in domains}
+                free = kept.host.free_memory_bytes()
             except VirtError:
-                kept[0].close()  # dead or stale: one more try, on a fresh connection
-            else:
-                self._keep(uri, kept[0], opened=kept[1])
-                return report
-        try:
-            host = self._connect(uri, timeout_seconds=self.timeout_seconds)
-        except VirtError as error:
-            return HostReport(reachable=False, probed_at=now, error=str(error))
-        try:
-            report = report_of(host, now=now)
-        except VirtError as error:
-            host.close()
-            return HostReport(reachable=False, probed_at=now, error=str(error))
-        self._keep(uri, host, opened=self._clock())
-        return report
+                self._drop(uri, kept)
+                return None
+            report = with_domains(kept.report, found=found, free_bytes=free, now=time.time())
+            self._keep(uri, dataclasses.replace(kept, used=self._clock(), report=report))
+            return report
 
     def close(self) -> None:
         with self._lock:
             kept, self._kept = list(self._kept.values()), {}
-        for host, _, _ in kept:
-            host.close()
+        for entry in kept:
+            entry.host.close()
 
-    def _take(self, uri: str) -> tuple[LibvirtHost, float] | None:
-        """The kept connection to ``uri``, removed while in use, unless it is too old."""
-        with self._lock:
-            entry = self._kept.pop(uri, None)
-        if entry is None:
-            return None
-        host, opened, _ = entry
-        if self._clock() - opened >= self.max_age_seconds:
-            host.close()
-            return None
-        return host, opened
+    # ---- the kept connections ----------------------------------------------------
 
-    def _keep(self, uri: str, host: LibvirtHost, *, opened: float) -> None:
+    def _uri_lock(self, uri: str) -> threading.Lock:
         with self._lock:
-            # Two Hypervisors naming one URI may race here: keep one connection.
-            other = self._kept.pop(uri, None)
-            self._kept[uri] = (host, opened, self._clock())
-        if other is not None:
-            other[0].close()
+            return self._uri_locks.setdefault(uri, threading.Lock())
+
+    def _watch(self, uri: str, host: LibvirtHost) -> bool:
+        heard = self._heard
+        if heard is None:
+            return False
+
+        def changed(domain: str) -> None:
+            heard(uri, domain)
+
+        def closed() -> None:
+            with self._lock:
+                kept = self._kept.get(uri)
+                ours = kept is not None and kept.host is host
+                if ours and kept is not None:
+                    kept.dropped = True
+            if ours:  # a connection we replaced or closed ourselves is no news
+                heard(uri, None)
+
+        try:
+            return host.watch(changed=changed, closed=closed)
+        except VirtError:
+            return False
+
+    def _usable(self, uri: str) -> _Kept | None:
+        """The kept connection to ``uri``, unless it is too old or dropped (then closed)."""
+        with self._lock:
+            kept = self._kept.get(uri)
+        if kept is None:
+            return None
+        if kept.dropped or self._clock() - kept.opened >= self.max_age_seconds:
+            self._drop(uri, kept)
+            return None
+        return kept
+
+    def _keep(self, uri: str, kept: _Kept) -> None:
+        with self._lock:
+            other = self._kept.get(uri)
+            if other is not None and other.host is kept.host and other.dropped:
+                kept.dropped = True  # its close callback ran while we worked on a copy
+            self._kept[uri] = kept
+        if other is not None and other.host is not kept.host:
+            other.host.close()
+
+    def _drop(self, uri: str, kept: _Kept) -> None:
+        with self._lock:
+            if self._kept.get(uri) is kept or (uri in self._kept and self._kept[uri].host is kept.host):
+                del self._kept[uri]
+        kept.host.close()
 
     def _close_idle(self) -> None:
         now = self._clock()
         with self._lock:
-            idle = [uri for uri, (_, _, used) in self._kept.items() if now - used >= self.max_age_seconds]
-            closing = [self._kept.pop(uri)[0] for uri in idle]
+            idle = [uri for uri, kept in self._kept.items() if now - kept.used >= self.max_age_seconds]
+            closing = [self._kept.pop(uri).host for uri in idle]
         for host in closing:
             host.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vmmigration.core import effects as fx
@@ -95,7 +95,8 @@ class Loop:
                     raise
                 except Exception:
                     self.metrics.reconcile_error()
-                    log.exception("reconciling %s failed; retrying", key)
+                    log.exception("reconciling %s failed; retrying", key,
+                                  extra={"vmmigration": key, "domain": _domain(body)})
                     idle = False
                 timeout = None if idle else self.settings.resync_interval_seconds
                 await _wait_for(waker, stopped, timeout=timeout)
@@ -113,7 +114,12 @@ class Loop:
         memory = Memory.from_status(self.writer.previous(key, body))
         effects = self._plan(key=key, body=body, desired=desired, memory=memory, looked_again=False)
         if isinstance(effects.command, fx.LookAgain):
-            await self.probes.reprobe(*self.fleet.hypervisors)
+            # Seen twice: only the hosts that see it, or cannot be seen (a fleet-wide probe
+            # per doubt would read every host). Seen nowhere: every host.
+            seen = [name for name, view in self.fleet.hypervisors.items()
+                    if view.report is None or not view.report.reachable
+                    or desired.domain in view.report.by_name]
+            await self.probes.reprobe(*(seen or self.fleet.hypervisors))
             effects = self._plan(key=key, body=body, desired=desired,
                                  memory=Memory.from_status(self.writer.previous(key, body)),
                                  looked_again=True)
@@ -145,7 +151,8 @@ class Loop:
             # Not asking for a slot (any more): a stale place in the queue would hold back others.
             limiter.forget(key)
             admission = None
-        log.debug("%s: %s -> %s", key, memory, action)
+        log.debug("%s: %s -> %s", key, memory, action,
+                  extra={"vmmigration": key, "domain": desired.domain})
         return fx.plan(action, desired=desired, memory=memory, hypervisors=self.fleet.hypervisors,
                        admission=admission, looked_again=looked_again)
 
@@ -214,6 +221,13 @@ class Loop:
 
 def _generation(body: Any) -> int:
     return int(body["metadata"].get("generation") or 0)
+
+
+def _domain(body: Any) -> str | None:
+    """The spec's domain for a log line's fields, from a spec that may not even parse."""
+    spec = body.get("spec")
+    domain = spec.get("domain") if isinstance(spec, Mapping) else None
+    return domain if isinstance(domain, str) else None
 
 
 def _observed(stored: Any) -> int | None:

@@ -8,9 +8,9 @@ them in; tests substitute fakes. Nothing here imports an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from vmmigration.core.carry import Pool, Volume
 from vmmigration.core.drain import Counts as DrainCounts
@@ -107,6 +107,10 @@ class LibvirtHost(Protocol):
 
     def find(self, name: str) -> DomainSummary | None: ...
 
+    def watch(self, *, changed: Callable[[str], None], closed: Callable[[], None]) -> bool:
+        """Lifecycle events of every domain, and the connection's end; False: none to be had."""
+        ...
+
     def domain_xml(self, name: str, *, inactive: bool = False) -> str: ...
 
     def suspend(self, name: str) -> None: ...
@@ -161,6 +165,27 @@ class Probe(Protocol):
     def __call__(self, uri: str) -> HostReport: ...
 
 
+# (uri, domain): a lifecycle event of that domain; (uri, None): the connection dropped.
+Heard = Callable[[str, str | None], None]
+
+
+@runtime_checkable
+class Inventory(Probe, Protocol):
+    """A probe that also keeps each host's report current from libvirt's events."""
+
+    def listen(self, heard: Heard) -> None:
+        """Whom to tell of events (called on libvirt's event thread)."""
+        ...
+
+    def current(self, uri: str) -> HostReport | None:
+        """The report events keep, without a call to the host; None when a full probe is due."""
+        ...
+
+    def refresh(self, uri: str, domains: Collection[str]) -> HostReport | None:
+        """The report with ``domains`` read again; None when a full probe is needed instead."""
+        ...
+
+
 class Kube(Protocol):
     """The Kubernetes API, as far as the runtime needs it."""
 
@@ -207,6 +232,10 @@ class Metrics(Protocol):
     """
 
     def probed(self, name: str, report: HostReport) -> None: ...
+
+    def inventory_updated(self, *, how: str) -> None:
+        """A host's report was renewed: ``event`` (domains read back) or ``probe`` (in full)."""
+        ...
 
     def hypervisor_gone(self, name: str) -> None: ...
 

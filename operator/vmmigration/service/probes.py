@@ -1,7 +1,11 @@
-"""Probing the Hypervisors: credentials into a connection URI, and a probe that cannot hang.
+"""Probing the Hypervisors: credentials into a connection URI, a probe that cannot hang,
+and the domains libvirt's events name, read again at once.
 
-A probe's report goes into the :class:`~vmmigration.service.fleet.Fleet`,
-which wakes the VMMigrations it concerns.
+A report goes into the :class:`~vmmigration.service.fleet.Fleet`, which wakes
+the VMMigrations it concerns. With an :class:`~vmmigration.service.ports.Inventory`
+the timer's probe costs no call to the host while events keep its report
+current; an event is read back within milliseconds, so drift shows in a
+VMMigration's status within a second, not a probe interval.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,10 +21,15 @@ from vmmigration.core.errors import CredentialsError
 from vmmigration.core.model import HostReport, display_uri
 from vmmigration.service.credentials import materialise
 from vmmigration.service.fleet import Fleet
-from vmmigration.service.ports import Kube, Metrics, Probe
+from vmmigration.service.ports import Inventory, Kube, Metrics, Probe
+
+log = logging.getLogger(__name__)
 
 # Credential files are rewritten from their Secret at most this often.
 CREDENTIALS_TTL_SECONDS = 60.0
+# An event is read back after this pause, so the burst one change makes (a migration's
+# end sends three or four per host) costs one read.
+COALESCE_SECONDS = 0.01
 
 
 class Probes:
@@ -39,7 +49,18 @@ class Probes:
         # pool; at most one probe per host is outstanding (see _bounded).
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=64,
                                                            thread_name_prefix="probe")
-        self._probing: dict[str, tuple[float, concurrent.futures.Future[HostReport]]] = {}
+        self._probing: dict[str, tuple[float, concurrent.futures.Future[HostReport | None]]] = {}
+        # Events: which Hypervisors each connection URI serves, the domains named
+        # since the last read, the hosts whose connection dropped, and one catch-up task per host.
+        self._inventory = prober if isinstance(prober, Inventory) else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._uris: dict[str, str] = {}
+        self._names: dict[str, set[str]] = {}
+        self._dirty: dict[str, set[str]] = {}
+        self._dropped: set[str] = set()
+        self._catching_up: dict[str, asyncio.Task[None]] = {}
+        if self._inventory is not None:
+            self._inventory.listen(self._heard)
 
     def forget_credentials(self, name: str) -> None:
         self._credentials.pop(name, None)
@@ -75,17 +96,91 @@ class Probes:
             report = HostReport(reachable=False, probed_at=self.clock(),
                                 error=f"credentials: {type(error).__name__}"[:300])
         else:
-            report = await self._bounded(name, uri)
+            self._loop = asyncio.get_running_loop()
+            self._serves(name, uri)
+            report = self._current(name, uri) or await self._full(name, uri)
+        self._record(name, report)
+        return report
+
+    def _current(self, name: str, uri: str) -> HostReport | None:
+        """The report events keep, when nothing calls for a full probe."""
+        if self._inventory is None or self.pending(name) or name in self._dropped:
+            return None
+        return self._inventory.current(uri)
+
+    async def _full(self, name: str, uri: str) -> HostReport:
+        self._dropped.discard(name)
+        report = await self._bounded(name, uri, job=lambda: self.prober(uri))
+        assert report is not None  # a probe always reports
+        self.metrics.inventory_updated(how="probe")
+        return report
+
+    def _record(self, name: str, report: HostReport) -> None:
         if name in self.fleet.hypervisors:
             self.metrics.probed(name, report)
             self.fleet.reported(name, report)
-        return report
+
+    # ---- events --------------------------------------------------------------------
+
+    def _serves(self, name: str, uri: str) -> None:
+        before = self._uris.get(name)
+        if before == uri:
+            return
+        if before is not None:
+            self._names.get(before, set()).discard(name)
+        self._uris[name] = uri
+        self._names.setdefault(uri, set()).add(name)
+
+    def _heard(self, uri: str, domain: str | None) -> None:
+        """libvirt's event thread: hand the news to the event loop, nothing more."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: shutting down
+                loop.call_soon_threadsafe(self._on_heard, uri, domain)
+
+    def _on_heard(self, uri: str, domain: str | None) -> None:
+        for name in tuple(self._names.get(uri, ())):
+            if self._uris.get(name) != uri or name not in self.fleet.hypervisors:
+                continue
+            if domain is None:
+                # Events since the drop are lost: probe in full now (it reconnects, or
+                # says the host is unreachable), and no report from events until then.
+                self._dropped.add(name)
+            else:
+                self._dirty.setdefault(name, set()).add(domain)
+            task = self._catching_up.get(name)
+            if task is None or task.done():
+                self._catching_up[name] = asyncio.ensure_future(self._catch_up(name))
+
+    async def _catch_up(self, name: str) -> None:
+        """Read back what events named, until none is left unread."""
+        try:
+            while name in self._dropped or self._dirty.get(name):
+                await asyncio.sleep(COALESCE_SECONDS)
+                uri = self._uris.get(name)
+                domains = self._dirty.pop(name, set())
+                if uri is None or name not in self.fleet.hypervisors:
+                    return
+                report = None
+                inventory = self._inventory
+                if name not in self._dropped and inventory is not None:
+                    report = await self._bounded(name, uri,
+                                                 job=lambda: inventory.refresh(uri, domains))
+                    if report is not None:
+                        self.metrics.inventory_updated(how="event")
+                if report is None:
+                    report = await self._full(name, uri)
+                self._record(name, report)
+        except Exception:  # the next timer's probe reads the host in full anyway
+            log.exception("reading back the events of Hypervisor %s failed", name)
 
     async def reprobe(self, *names: str) -> None:
         await asyncio.gather(*(self.probe(name) for name in names))
 
-    async def _bounded(self, name: str, uri: str) -> HostReport:
-        """Probe in a thread of its own, and stop waiting after the probe timeout.
+    async def _bounded(self, name: str, uri: str,
+                       job: Callable[[], HostReport | None]) -> HostReport | None:
+        """Run ``job`` (a probe, or a read-back) in a thread of its own, and stop waiting
+        after the probe timeout.
 
         libvirt's client has no connect timeout: a host that accepts the TCP
         connection and never answers blocks virConnectOpen forever. Waiting on
@@ -108,7 +203,7 @@ class Probes:
                 return HostReport(reachable=False, probed_at=self.clock(), error=(
                     f"libvirt at {display_uri(uri)} has not answered for "
                     f"{self.clock() - began:.0f} s"))
-        future = self._pool.submit(self.prober, uri)
+        future = self._pool.submit(job)
         self._probing[name] = (self.clock(), future)
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),

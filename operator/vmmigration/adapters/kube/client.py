@@ -11,6 +11,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from vmmigration.core.config import SHARD_LABEL
 from vmmigration.core.errors import CredentialsError
 
 GROUP = "vmmigration.dev"
@@ -18,7 +19,10 @@ VERSION = "v1alpha1"
 
 
 class KubeClient:
-    def __init__(self, *, connections: int = 32) -> None:
+    """``shard``: the replica's shard (see Settings.shard); it lists only its own
+    resources and labels what it creates, so another shard never sees them."""
+
+    def __init__(self, *, connections: int = 32, shard: str = "") -> None:
         # Imported here so the pure layers never pull in the client.
         import kubernetes
 
@@ -34,6 +38,8 @@ class KubeClient:
         api = kubernetes.client.ApiClient(config)
         self._custom = kubernetes.client.CustomObjectsApi(api)
         self._core = kubernetes.client.CoreV1Api(api)
+        self._shard = shard
+        self._selector = f"{SHARD_LABEL}={shard}" if shard else f"!{SHARD_LABEL}"
 
     def patch_vmmigration_status(self, *, namespace: str, name: str,
                                  patch: Mapping[str, Any]) -> None:
@@ -41,15 +47,21 @@ class KubeClient:
             GROUP, VERSION, namespace, "vmmigrations", name, {"status": patch})
 
     def list_vmmigrations(self) -> list[Mapping[str, Any]]:
-        listed = self._custom.list_cluster_custom_object(GROUP, VERSION, "vmmigrations")
+        listed = self._custom.list_cluster_custom_object(GROUP, VERSION, "vmmigrations",
+                                                         label_selector=self._selector)
         return list(listed.get("items") or ()) if isinstance(listed, Mapping) else []
 
     def create_vmmigration(self, *, namespace: str, body: Mapping[str, Any]) -> bool:
         import kubernetes
 
+        made = dict(body)
+        if self._shard:
+            metadata = dict(made.get("metadata") or {})
+            metadata["labels"] = {**dict(metadata.get("labels") or {}), SHARD_LABEL: self._shard}
+            made["metadata"] = metadata
         try:
             self._custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "vmmigrations",
-                                                         dict(body))
+                                                         made)
         except kubernetes.client.ApiException as error:
             if error.status == 409:  # made by an earlier pass (or an earlier replica)
                 return False
@@ -72,7 +84,8 @@ class KubeClient:
             {"metadata": {"annotations": dict(annotations)}})
 
     def list_hypervisor_pools(self) -> list[Mapping[str, Any]]:
-        listed = self._custom.list_cluster_custom_object(GROUP, VERSION, "hypervisorpools")
+        listed = self._custom.list_cluster_custom_object(GROUP, VERSION, "hypervisorpools",
+                                                         label_selector=self._selector)
         return list(listed.get("items") or ()) if isinstance(listed, Mapping) else []
 
     def patch_pool_status(self, *, name: str, patch: Mapping[str, Any]) -> None:

@@ -16,17 +16,20 @@ from typing import Any
 import kopf
 
 from vmmigration.adapters import libvirt as virt
+from vmmigration.adapters.kube import logs
 from vmmigration.adapters.kube.client import GROUP, VERSION, KubeClient
 from vmmigration.adapters.prometheus import Metrics
 from vmmigration.adapters.prometheus import serve as serve_metrics
-from vmmigration.core.config import Settings, seniority_priority
-from vmmigration.core.deletion import OPERATOR_FINALIZER
+from vmmigration.core.config import SHARD_LABEL, Settings, seniority_priority
+from vmmigration.core.deletion import finalizer_for
 from vmmigration.core.spec import SpecError, parse_hypervisor
 from vmmigration.service.runtime import Runtime
 
 # Read once at import: kopf needs the timer interval when it registers the handler,
 # and a bad variable should stop the operator before it touches anything.
 SETTINGS = Settings.from_env()
+# Replicas share the fleet by a label: each serves its own shard (the unlabelled, by default).
+SHARD = {SHARD_LABEL: SETTINGS.shard} if SETTINGS.shard else {SHARD_LABEL: kopf.ABSENT}
 log = logging.getLogger(__name__)
 
 
@@ -47,14 +50,6 @@ class _StopFlag:
         await self._flag.wait()
 
 
-class _QuietProbes(logging.Filter):
-    """kopf logs every timer run at INFO; a probe every few seconds per host would drown the log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO
-                    and record.getMessage().startswith("Timer 'probe_hypervisor' succeeded"))
-
-
 def _post_event(body: Any, *, type: str, reason: str, message: str) -> None:
     kopf.event(body, type=type, reason=reason, message=message)
 
@@ -69,7 +64,8 @@ def wire(settings: Settings, *, kube: KubeClient, metrics: Metrics) -> Runtime:
         # Kept connections; a probe thread gives up on a silent host by the probe
         # timeout too, not only the runtime waiting for it.
         prober=virt.prober(timeout_seconds=min(settings.probe_timeout_seconds,
-                                               settings.libvirt_timeout_seconds)))
+                                               settings.libvirt_timeout_seconds),
+                           resync_seconds=settings.inventory_resync_seconds))
     metrics.watch(made.limiter)
     return made
 
@@ -82,8 +78,12 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # First, so that this handler's own lines are in the chosen format too. At
+    # INFO the log then tells what happened to VMs and hosts, not kopf's
+    # bookkeeping (a status write alone logs "Handler ... succeeded.").
+    logs.install(log_format=SETTINGS.log_format)
     # The core knows it too: `vmmigration delete hv --wait` names it when it holds a Hypervisor.
-    settings.persistence.finalizer = OPERATOR_FINALIZER
+    settings.persistence.finalizer = finalizer_for(SETTINGS.shard)
     # Progress and diff-base go to annotations: the structural schema would
     # prune kopf's default status.kopf field.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -109,14 +109,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = workers
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmmigration"))
-    logging.getLogger("kopf.objects").addFilter(_QuietProbes())
     exported = Metrics()  # the default registry: process and platform metrics come along
     if SETTINGS.metrics_port:
         serve_metrics(address=SETTINGS.metrics_address, port=SETTINGS.metrics_port)
         log.info("metrics on http://%s:%d/metrics", SETTINGS.metrics_address, SETTINGS.metrics_port)
-    memo["runtime"] = wire(SETTINGS, kube=KubeClient(connections=workers), metrics=exported)
-    log.info("vmmigration operator: %d migrations at once, probes every %.1f s",
-             SETTINGS.max_concurrent_migrations, SETTINGS.probe_interval_seconds)
+    memo["runtime"] = wire(SETTINGS, kube=KubeClient(connections=workers, shard=SETTINGS.shard), metrics=exported)
+    log.info("vmmigration operator: %d migrations at once, hosts followed by libvirt's events "
+             "and read in full every %.0f s, %s",
+             SETTINGS.max_concurrent_migrations, SETTINGS.inventory_resync_seconds,
+             f"shard {SETTINGS.shard!r}" if SETTINGS.shard else "resources without a shard label")
 
 
 # ---- Hypervisor ------------------------------------------------------------------
@@ -125,7 +126,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 # in a worker thread, and these mutate the runtime's dicts (claims, hypervisors)
 # and set asyncio.Events that the per-VMMigration loops read on the event loop;
 # neither is safe from another thread.
-@kopf.on.event(GROUP, VERSION, "hypervisors")
+@kopf.on.event(GROUP, VERSION, "hypervisors", labels=SHARD)
 async def hypervisor_event(event: kopf.RawEvent, name: str, spec: kopf.Spec, labels: kopf.Labels,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     app = _runtime(memo)
@@ -139,7 +140,7 @@ async def hypervisor_event(event: kopf.RawEvent, name: str, spec: kopf.Spec, lab
         app.hypervisor_gone(name)
 
 
-@kopf.timer(GROUP, VERSION, "hypervisors", interval=SETTINGS.probe_interval_seconds)
+@kopf.timer(GROUP, VERSION, "hypervisors", interval=SETTINGS.probe_interval_seconds, labels=SHARD)
 async def probe_hypervisor(name: str, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch,
                            body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     app = _runtime(memo)
@@ -161,12 +162,12 @@ async def renew_readings(name: str, memo: kopf.Memo, **_: Any) -> None:
 
 if SETTINGS.measure_interval_seconds > 0:
     kopf.timer(GROUP, VERSION, "hypervisors", interval=SETTINGS.measure_interval_seconds,
-               id="renew_readings")(renew_readings)
+               id="renew_readings", labels=SHARD)(renew_readings)
 
 
 # ---- VMMigration -----------------------------------------------------------------
 
-@kopf.on.event(GROUP, VERSION, "vmmigrations")
+@kopf.on.event(GROUP, VERSION, "vmmigrations", labels=SHARD)
 async def vmmigration_event(event: kopf.RawEvent, namespace: str | None, name: str,
                             spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     app = _runtime(memo)
@@ -179,7 +180,7 @@ async def vmmigration_event(event: kopf.RawEvent, namespace: str | None, name: s
                   created=str(meta.get("creationTimestamp") or ""))
 
 
-@kopf.daemon(GROUP, VERSION, "vmmigrations", cancellation_timeout=None)
+@kopf.daemon(GROUP, VERSION, "vmmigrations", cancellation_timeout=None, labels=SHARD)
 async def placement(namespace: str | None, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
                     memo: kopf.Memo, **_: Any) -> None:
     """One loop per VMMigration, restarted on operator start: resume is the same code path."""

@@ -131,6 +131,29 @@ class Host:
                 found.append(self._summary(dom))
         return tuple(found)
 
+    def watch(self, *, changed: Callable[[str], None], closed: Callable[[], None]) -> bool:
+        """Call ``changed(domain)`` on each lifecycle event of a domain, ``closed()`` when the
+        connection drops (keepalive gave up, libvirtd went away); False: no events here.
+
+        Both are called on libvirt's event-loop thread, which also carries the
+        keepalive of every connection: they must only hand the news on, never call libvirt.
+        """
+        def on_lifecycle(_conn: object, dom: libvirt.virDomain, *_: object) -> None:
+            changed(dom.name())  # held by the handle: no call to the host
+
+        def on_close(*_: object) -> None:
+            closed()
+
+        try:
+            self._conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                              on_lifecycle, None)
+        except libvirt.libvirtError:
+            return False
+        # Local drivers (test:///) have nothing to lose: no close callback there.
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.registerCloseCallback(on_close, None)
+        return True
+
     def find(self, name: str) -> DomainSummary | None:
         try:
             return self._summary(self._domain(name))
