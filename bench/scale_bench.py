@@ -21,6 +21,7 @@ burst's wall time and the most migrations seen in flight, against one move
 alone. A script, not a test: nothing here asserts speed.
 
     .venv/bin/python bench/scale_bench.py [--steady-seconds 600] [--real-guests 10] [--offline-guests 40]
+    .venv/bin/python bench/scale_bench.py --no-burst --hypervisors 500 --vms-per-host 20 [--shards 2]
 
 Uses 127.0.15.1 and sandbox subnet 2, like operator_bench.py: do not run both at once.
 """
@@ -45,7 +46,7 @@ from typing import Any
 
 import kubernetes
 
-from vmmigration.core.config import CACHE
+from vmmigration.core.config import CACHE, SHARD_LABEL
 from vmtestbed.controlplane import ControlPlane, binaries
 from vmtestbed.operator_process import OperatorProcess
 from vmtestbed.testbed import Sandbox
@@ -162,22 +163,27 @@ def proc_sample(pid: int) -> tuple[int, float]:
 
 
 class Sampler:
-    """RSS every ``every`` seconds in a thread, while a window is open."""
+    """RSS every ``every`` seconds in a thread, while a window is open; CPU over it.
+    Several processes (shards) are summed, and each is kept apart too."""
 
-    def __init__(self, pid: int, every: float = 2.0) -> None:
-        self.pid = pid
+    def __init__(self, pids: list[int], every: float = 2.0) -> None:
+        self.pids = pids
         self.every = every
         self.rss: list[int] = []
+        self.rss_each: list[list[int]] = [[] for _ in pids]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.rss.append(proc_sample(self.pid)[0])
+            each = [proc_sample(pid)[0] for pid in self.pids]
+            for mine, rss in zip(self.rss_each, each):
+                mine.append(rss)
+            self.rss.append(sum(each))
             self._stop.wait(self.every)
 
     def __enter__(self) -> Sampler:
-        self.cpu0 = proc_sample(self.pid)[1]
+        self.cpu0 = [proc_sample(pid)[1] for pid in self.pids]
         self.t0 = time.monotonic()
         self._thread.start()
         return self
@@ -185,12 +191,17 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.cpu = proc_sample(self.pid)[1] - self.cpu0
+        self.cpu_each = [proc_sample(pid)[1] - c0 for pid, c0 in zip(self.pids, self.cpu0)]
+        self.cpu = sum(self.cpu_each)
         self.seconds = time.monotonic() - self.t0
 
     @property
     def cpu_percent(self) -> float:
         return 100.0 * self.cpu / self.seconds if self.seconds else 0.0
+
+
+def shard_labels(shard: str) -> dict[str, str]:
+    return {SHARD_LABEL: shard} if shard else {}
 
 
 def operator_gauges(url: str) -> dict[str, float]:
@@ -247,9 +258,10 @@ class Cluster:
 
 
 def vmmigration(name: str, *, domain: str, target: str, kind: str,
-                mode: str = "Live") -> dict[str, Any]:
+                mode: str = "Live", shard: str = "") -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VMMigration",
-            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"bench": kind}},
+            "metadata": {"name": name, "namespace": NAMESPACE,
+                         "labels": {"bench": kind, **shard_labels(shard)}},
             "spec": {"domain": domain, "targetHypervisor": target, "mode": mode}}
 
 
@@ -308,16 +320,25 @@ def main() -> None:
                         help="the baseline window: operator with only the Hypervisors")
     parser.add_argument("--settle-seconds", type=float, default=60.0,
                         help="pause between all Placed and the steady window")
+    parser.add_argument("--no-burst", dest="burst", action="store_false",
+                        help="test-driver hosts only: no real hosts, guests or burst of moves")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="operator processes sharing the test-driver fleet by the "
+                             f"{SHARD_LABEL} label, each with its own peering (needs --no-burst)")
     args = parser.parse_args()
+    if args.shards > 1 and args.burst:
+        parser.error("--shards needs --no-burst: the burst's real hosts belong to no shard")
 
     mine = Requests()
     box = Sandbox(root=ROOT / "sandbox", count=args.real_hosts, subnet=SUBNET)
     plane = ControlPlane(root=ROOT / "controlplane", address=ADDRESS, port=free_port(ADDRESS),
                          bin_dir=binaries())
-    operator: OperatorProcess | None = None
+    operators: list[OperatorProcess] = []
     results: dict[str, Any] = {}
+    shards = [f"s{i}" for i in range(args.shards)] if args.shards > 1 else [""]
     try:
-        box.up()
+        if args.burst:
+            box.up()
         plane.up()
         plane.install_operator_manifests(REPO)
         plane.kubectl("create", "namespace", NAMESPACE)
@@ -325,16 +346,18 @@ def main() -> None:
         # Hosts: generated test-driver nodes, and the real sandbox daemons.
         sims = write_test_hosts(ROOT / "test-hosts", hosts=args.hypervisors,
                                 per_host=args.vms_per_host, vm_mib=512)
-        reals = [(f"real-{i + 1}", d.uri) for i, d in enumerate(box.hosts)]
+        reals = [(f"real-{i + 1}", d.uri) for i, d in enumerate(box.hosts)] if args.burst else []
+        shard_of = {name: shards[h % len(shards)] for h, (name, _, _) in enumerate(sims)}
         docs = [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "Hypervisor",
-                 "metadata": {"name": name}, "spec": {"uri": uri}}
+                 "metadata": {"name": name, "labels": shard_labels(shard_of.get(name, ""))},
+                 "spec": {"uri": uri}}
                 for name, uri in [(n, u) for n, u, _ in sims] + reals]
         plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
 
         # The burst's guests, spread over the real hosts.
         guests: list[tuple[str, int]] = []  # (domain, index of its host)
         print(f"booting {args.real_guests} guests of {args.guest_mib} MiB ...", flush=True)
-        for g in range(args.real_guests):
+        for g in range(args.real_guests if args.burst else 0):
             name = f"burst-{g:02d}"
             home = g % args.real_hosts
             box.boot(box.guest_spec(name, memory_mib=args.guest_mib, dirty_mib=4,
@@ -343,43 +366,49 @@ def main() -> None:
             guests.append((name, home))
         # Shut-off VMs of the burst: defined only, moved with mode Offline.
         offline = {f"off-{g:02d}" for g in range(args.offline_guests)}
-        for g, name in enumerate(sorted(offline)):
+        for g, name in enumerate(sorted(offline) if args.burst else ()):
             home = g % args.real_hosts
             box.define(box.guest_spec(name, memory_mib=args.guest_mib), host=box.hosts[home])
             guests.append((name, home))
 
         metrics_port = free_port(ADDRESS)
         metrics_url = f"http://{ADDRESS}:{metrics_port}/metrics"
-        logs = ROOT / "operator"
-        operator = OperatorProcess(
-            kubeconfig=plane.service_account_kubeconfig(
-                namespace="vmmigration-system", name="vmmigration-operator",
-                path=logs / "operator.kubeconfig"),
-            log_dir=logs, verbose=bool(os.environ.get("VMMIGRATION_BENCH_VERBOSE")),
-            env={"VMMIGRATION_MAX_CONCURRENT_MIGRATIONS": str(args.max_concurrent),
-                 "VMMIGRATION_METRICS_ADDRESS": ADDRESS,
-                 "VMMIGRATION_METRICS_PORT": str(metrics_port)})
-        operator.start()
-        assert operator.process is not None
-        pid = operator.process.pid
+        for shard in shards:
+            logs = ROOT / f"operator{'-' + shard if shard else ''}"
+            if shard:
+                plane.kubectl("apply", "-f", "-", input=json.dumps({
+                    "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                    "metadata": {"name": f"vmmigration-{shard}"}}))
+            operators.append(OperatorProcess(
+                kubeconfig=plane.service_account_kubeconfig(
+                    namespace="vmmigration-system", name="vmmigration-operator",
+                    path=logs / "operator.kubeconfig"),
+                log_dir=logs, verbose=bool(os.environ.get("VMMIGRATION_BENCH_VERBOSE")),
+                env={"VMMIGRATION_MAX_CONCURRENT_MIGRATIONS": str(args.max_concurrent),
+                     "VMMIGRATION_METRICS_ADDRESS": ADDRESS, "VMMIGRATION_SHARD": shard,
+                     # one endpoint is enough: the burst (unsharded only) reads its gauges
+                     "VMMIGRATION_METRICS_PORT": str(metrics_port) if not shard else "0"}))
+            operators[-1].start()
+        pids = [o.process.pid for o in operators if o.process is not None]
         cluster = Cluster(plane, mine)
 
         # 1. Idle baseline: Hypervisors only, no VMMigration.
         print(f"idle window ({args.idle_seconds:.0f} s) ...", flush=True)
         before, mine_before = api_requests(plane), mine.snapshot()
-        with Sampler(pid) as idle:
+        with Sampler(pids) as idle:
             time.sleep(args.idle_seconds)
         results["idle"] = (idle, operator_requests(plane, before, mine_before, mine))
 
         # 2. Create every VMMigration at once; time until all are Placed.
-        specs = [vmmigration(d.replace("vm-", "vmm-"), domain=d, target=hv, kind="sim")
+        specs = [vmmigration(d.replace("vm-", "vmm-"), domain=d, target=hv, kind="sim",
+                             shard=shard_of[hv])
                  for hv, _, domains in sims for d in domains]
         specs += [vmmigration(f"vmm-{d}", domain=d, target=reals[h][0], kind="burst",
                               mode="Offline" if d in offline else "Live")
                   for d, h in guests]
         print(f"creating {len(specs)} VMMigrations ...", flush=True)
         before, mine_before = api_requests(plane), mine.snapshot()
-        with Sampler(pid) as converge:
+        with Sampler(pids) as converge:
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
                 list(pool.map(cluster.create, specs))
             created = converge_created = time.monotonic() - converge.t0
@@ -398,7 +427,7 @@ def main() -> None:
         probe_names = rng.sample(sim_names, min(args.latency_probes, len(sim_names)))
         latencies: list[float] = []
         before, mine_before = api_requests(plane), mine.snapshot()
-        with Sampler(pid) as steady:
+        with Sampler(pids) as steady:
             gap = args.steady_seconds / max(1, len(probe_names))
             for i, name in enumerate(probe_names):
                 due = steady.t0 + gap * (i + 0.5)
@@ -408,6 +437,9 @@ def main() -> None:
         results["steady"] = (steady, operator_requests(plane, before, mine_before, mine))
         results["latency"] = latencies
 
+        results["tracebacks"] = sum(o.logs().count("Traceback") for o in operators)
+        if not args.burst:
+            return
         # 4. One move alone (the baseline), then the burst.
         solo_name, solo_home = guests[0]
         solo_target = (solo_home + 1) % args.real_hosts
@@ -438,7 +470,7 @@ def main() -> None:
 
         watcher = threading.Thread(target=watch, daemon=True)
         before, mine_before = api_requests(plane), mine.snapshot()
-        with Sampler(pid, every=0.5) as burst:
+        with Sampler(pids, every=0.5) as burst:
             watcher.start()
             with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
                 list(pool.map(lambda item: cluster.patch_spec(item[0], {"targetHypervisor": item[1]}),
@@ -456,66 +488,84 @@ def main() -> None:
                 float((item.get("status") or {}).get("durationSeconds") or 0.0))
         results["in_flight"] = max(in_flight or [0.0])
         results["queued"] = max(queued or [0.0])
-        results["status_errors"] = operator.logs().count("Traceback")
+        results["tracebacks"] = sum(o.logs().count("Traceback") for o in operators)
     finally:
-        if operator is not None:
-            operator.stop()
+        for process in operators:
+            process.stop()
         plane.down()
-        box.down()
+        if args.burst:
+            box.down()
+        if "steady" in results:
+            report(args, results, vms=args.hypervisors * args.vms_per_host, shards=shards)
 
-    report(args, results, vms=args.hypervisors * args.vms_per_host)
+
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile (nearest rank); every value counts, a lost probe (inf) too."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def report(args: argparse.Namespace, results: dict[str, Any], *, vms: int) -> None:
+def report(args: argparse.Namespace, results: dict[str, Any], *, vms: int, shards: list[str]) -> None:
     med = statistics.median
     mib = 2 ** 20
-    idle, idle_req = results["idle"]
-    converge, converge_req = results["converge"]
-    steady, steady_req = results["steady"]
-    burst, burst_req = results["burst"]
+    windows = [("idle", results["idle"]), ("converge", results["converge"]),
+               ("steady", results["steady"])]
+    if "burst" in results:
+        windows.append(("burst", results["burst"]))
+    samplers = [w for _, (w, _) in windows]
     lat = results["latency"]
     print()
     print(f"Scale: {args.hypervisors} test-driver Hypervisors x {args.vms_per_host} VMs = {vms} "
-          f"placed VMMigrations, + {args.real_hosts} real hosts with {args.real_guests} running TCG "
-          f"guests of {args.guest_mib} MiB (Live) and {args.offline_guests} shut-off ones (Offline)")
-    print(f"{'operator process':<40}{'idle':>10}{'converge':>10}{'steady':>10}{'burst':>10}")
-    print(f"{'  window s':<40}{idle.seconds:>10.0f}{converge.seconds:>10.0f}"
-          f"{steady.seconds:>10.0f}{burst.seconds:>10.0f}")
-    print(f"{'  RSS median MiB':<40}" + "".join(f"{med(s.rss) / mib:>10.1f}"
-                                                 for s in (idle, converge, steady, burst)))
-    print(f"{'  RSS max MiB':<40}" + "".join(f"{max(s.rss) / mib:>10.1f}"
-                                              for s in (idle, converge, steady, burst)))
-    print(f"{'  CPU seconds':<40}" + "".join(f"{s.cpu:>10.1f}"
-                                              for s in (idle, converge, steady, burst)))
-    print(f"{'  CPU % of one core':<40}" + "".join(f"{s.cpu_percent:>10.1f}"
-                                                    for s in (idle, converge, steady, burst)))
+          f"placed VMMigrations" + (
+              f", + {args.real_hosts} real hosts with {args.real_guests} running TCG guests of "
+              f"{args.guest_mib} MiB (Live) and {args.offline_guests} shut-off ones (Offline)"
+              if args.burst else "") +
+          (f"; {len(shards)} shards, one operator process each" if len(shards) > 1 else
+           "; one operator process"))
+    print(f"{'operator process' + ('es (sum)' if len(shards) > 1 else ''):<40}"
+          + "".join(f"{name:>10}" for name, _ in windows))
+    print(f"{'  window s':<40}" + "".join(f"{w.seconds:>10.0f}" for w in samplers))
+    print(f"{'  RSS median MiB':<40}" + "".join(f"{med(w.rss) / mib:>10.1f}" for w in samplers))
+    print(f"{'  RSS max MiB':<40}" + "".join(f"{max(w.rss) / mib:>10.1f}" for w in samplers))
+    print(f"{'  CPU seconds':<40}" + "".join(f"{w.cpu:>10.1f}" for w in samplers))
+    print(f"{'  CPU % of one core':<40}" + "".join(f"{w.cpu_percent:>10.1f}" for w in samplers))
+    if len(shards) > 1:
+        steady = results["steady"][0]
+        for i, shard in enumerate(shards):
+            print(f"{f'  shard {shard}: steady CPU % / RSS MiB':<40}"
+                  f"{100 * steady.cpu_each[i] / steady.seconds:>10.1f}"
+                  f"{med(steady.rss_each[i]) / mib:>10.1f}")
+    idle, steady = results["idle"][0], results["steady"][0]
     print(f"steady RSS / idle RSS: {med(steady.rss) / med(idle.rss):.2f}x "
           f"(+{(med(steady.rss) - med(idle.rss)) / vms / 1024:.1f} KiB per VMMigration)")
     print()
     print("API requests per minute by verb and resource (kube-apiserver /metrics, "
           "this script's own requests subtracted)")
-    keys = sorted(set(idle_req) | set(converge_req) | set(steady_req) | set(burst_req))
-    print(f"{'  verb resource':<40}{'idle':>10}{'converge':>10}{'steady':>10}{'burst':>10}")
+    keys = sorted(set().union(*(req for _, (_, req) in windows)))
+    print(f"{'  verb resource':<40}" + "".join(f"{name:>10}" for name, _ in windows))
     for key in keys:
-        row = "".join(f"{req.get(key, 0.0) * 60 / s.seconds:>10.1f}"
-                      for s, req in ((idle, idle_req), (converge, converge_req),
-                                     (steady, steady_req), (burst, burst_req)))
+        row = "".join(f"{req.get(key, 0.0) * 60 / w.seconds:>10.1f}" for _, (w, req) in windows)
         print(f"  {key[0] + ' ' + key[1]:<38}{row}")
-    totals = "".join(f"{sum(req.values()) * 60 / s.seconds:>10.1f}"
-                     for s, req in ((idle, idle_req), (converge, converge_req),
-                                    (steady, steady_req), (burst, burst_req)))
+    totals = "".join(f"{sum(req.values()) * 60 / w.seconds:>10.1f}" for _, (w, req) in windows)
     print(f"  {'all':<38}{totals}")
+    steady_req = results["steady"][1]
     steady_writes = sum(v for (verb, _), v in steady_req.items()
-                        if verb in ("PATCH", "UPDATE", "CREATE", "DELETE"))
+                        if verb in ("PATCH", "UPDATE", "CREATE", "DELETE", "POST", "PUT"))
     print(f"steady writes per VMMigration per hour: {steady_writes * 3600 / steady.seconds / vms:.2f}")
     print()
-    print(f"{'measure':<52}{'median s':>10}{'min s':>8}{'max s':>8}")
+    print(f"{'measure':<52}{'p50 s':>10}{'p99 s':>8}{'min s':>8}{'max s':>8}")
     print(f"{f'reconcile latency, spec -> observedGeneration (n={len(lat)})':<52}"
-          f"{med(lat):>10.3f}{min(lat):>8.3f}{max(lat):>8.3f}")
+          f"{percentile(lat, 50):>10.3f}{percentile(lat, 99):>8.3f}{min(lat):>8.3f}{max(lat):>8.3f}")
     lost = sum(1 for x in lat if x == math.inf)
     if lost:
         print(f"  {lost} of {len(lat)} probes never caught up (120 s)")
+    converge = results["converge"][0]
     print(f"{'all VMMigrations created -> all Placed':<52}{converge.seconds:>10.1f}")
+    print(f"{'  of which creating them (16 client threads)':<52}{results['created_seconds']:>10.1f}")
+    print(f"tracebacks in the operator log: {results.get('tracebacks', 0)}")
+    if "burst" not in results:
+        return
+    burst = results["burst"][0]
     effective = min(args.max_concurrent, 2 * args.real_hosts)  # per-host default limits are 2/2
     moved = args.real_guests + args.offline_guests
     ideal = math.ceil(moved / effective) * results["solo"]
@@ -528,7 +578,6 @@ def report(args: argparse.Namespace, results: dict[str, Any], *, vms: int) -> No
     print(f"burst / ideal ({math.ceil(moved / effective)} waves of {effective} x one live move): "
           f"{burst.seconds / ideal:.2f}x; most in flight {results['in_flight']:.0f} "
           f"(limit {effective}), most queued {results['queued']:.0f}")
-    print(f"tracebacks in the operator log: {results['status_errors']}")
 
 
 if __name__ == "__main__":

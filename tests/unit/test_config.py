@@ -36,6 +36,12 @@ def test_every_variable_is_read() -> None:
                      "VMMIGRATION_LIBVIRT_TIMEOUT_SECONDS must be 2 to 600", id="libvirt-timeout"),
         pytest.param({"VMMIGRATION_LOG_FORMAT": "logfmt"}, "VMMIGRATION_LOG_FORMAT must be text or json",
                      id="log-format"),
+        pytest.param({"VMMIGRATION_SHARD": "east/1"}, "VMMIGRATION_SHARD must be a label value",
+                     id="shard-not-a-label-value"),
+        pytest.param({"VMMIGRATION_INVENTORY_EVENTS": "yes"},
+                     "VMMIGRATION_INVENTORY_EVENTS must be true or false", id="events-flag"),
+        pytest.param({"VMMIGRATION_INVENTORY_RESYNC_SECONDS": "0"},
+                     "VMMIGRATION_INVENTORY_RESYNC_SECONDS must be 1 to 86400", id="resync-zero"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_variable_name(env: dict[str, str], words: str) -> None:
@@ -59,6 +65,22 @@ def test_kopf_is_told_to_write_json_only_when_the_log_format_is_json() -> None:
     assert "--log-format" not in text
     # Before the caller's own arguments, so that theirs win.
     assert json[-3:] == ["--log-format", "json", "--verbose"]
+
+
+def test_a_shard_has_a_peering_of_its_own_and_the_unsharded_keeps_the_plain_one() -> None:
+    assert Settings.from_env({}).shard == ""
+    east = Settings.from_env({"VMMIGRATION_SHARD": "east"})
+    assert east.kopf_command(python="python3")[-2:] != ["--peering", "vmmigration"]
+    assert "vmmigration-east" in east.kopf_command(python="python3")
+    assert "vmmigration" in Settings().kopf_command(python="python3")
+    assert "--standalone" in Settings(peering="", shard="east").kopf_command(python="python3")
+
+
+def test_events_are_followed_and_hosts_read_in_full_every_five_minutes_by_default() -> None:
+    assert (Settings().inventory_events, Settings().inventory_resync_seconds) == (True, 300)
+    read = Settings.from_env({"VMMIGRATION_INVENTORY_EVENTS": "False",
+                              "VMMIGRATION_INVENTORY_RESYNC_SECONDS": "60"})
+    assert (read.inventory_events, read.inventory_resync_seconds) == (False, 60)
 
 
 def test_a_replica_started_earlier_outranks_every_later_one_in_peering() -> None:

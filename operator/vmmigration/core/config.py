@@ -60,6 +60,9 @@ class Settings:
     # How often each Hypervisor is read in full although libvirt's events keep its
     # report current: a missed event heals by then (a dropped connection heals at once).
     inventory_resync_seconds: float = 300.0
+    # False: no events; every probe reads the host in full, as before events were used
+    # (for a libvirt whose events cannot be trusted, and as the drift bench's baseline).
+    inventory_events: bool = True
     # The shard this replica serves: only Hypervisors, pools and VMMigrations labelled
     # vmmigration.dev/shard=<shard>, with a peering of its own; "" serves the unlabelled.
     shard: str = ""
@@ -124,6 +127,14 @@ class Settings:
                 raise SettingsError(f"{name} must be {low:g} to {high:g}, not {value:g}")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw not in ("true", "false"):
+                raise SettingsError(f"{name} must be true or false, not {raw!r}")
+            return raw == "true"
+
         raw_resume = env.get("VMMIGRATION_POSTCOPY_RESUME", defaults.post_copy_resume.value).lower()
         try:
             resume = ResumePolicy(raw_resume)
@@ -164,6 +175,7 @@ class Settings:
             inventory_resync_seconds=number("VMMIGRATION_INVENTORY_RESYNC_SECONDS",
                                             defaults.inventory_resync_seconds, 1, 86400),
             shard=shard,
+            inventory_events=flag("VMMIGRATION_INVENTORY_EVENTS", defaults.inventory_events),
             resync_interval_seconds=number("VMMIGRATION_RESYNC_INTERVAL_SECONDS",
                                            defaults.resync_interval_seconds, 0.5, 3600),
             progress_interval_seconds=number("VMMIGRATION_PROGRESS_INTERVAL_SECONDS",

@@ -70,7 +70,7 @@ class Prober:
 
     def __init__(self, *, connect: Connect, timeout_seconds: float = 30.0,
                  max_age_seconds: float = 300.0, resync_seconds: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 events: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout_seconds = timeout_seconds
         self.max_age_seconds = max_age_seconds
         self.resync_seconds = resync_seconds
@@ -81,6 +81,7 @@ class Prober:
         # One probe or refresh per host at a time: two would open two connections.
         self._uri_locks: dict[str, threading.Lock] = {}
         self._heard: Heard | None = None
+        self._events = events
 
     def listen(self, heard: Heard) -> None:
         self._heard = heard
@@ -162,7 +163,7 @@ class Prober:
 
     def _watch(self, uri: str, host: LibvirtHost) -> bool:
         heard = self._heard
-        if heard is None:
+        if heard is None or not self._events:
             return False
 
         def changed(domain: str) -> None:

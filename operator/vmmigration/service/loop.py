@@ -20,7 +20,7 @@ from vmmigration.core import reconcile, status
 from vmmigration.core.config import Settings
 from vmmigration.core.memory import Memory
 from vmmigration.core.model import Mode
-from vmmigration.core.spec import Desired, SpecError, parse_vmmigration
+from vmmigration.core.spec import Desired, Phase, SpecError, parse_vmmigration
 from vmmigration.service.annotations import rebalance_hint
 from vmmigration.service.driver import Driver
 from vmmigration.service.fleet import Fleet
@@ -77,10 +77,15 @@ class Loop:
         self.settings = settings
         self.clock = clock
         # key -> host -> (until, why): targets that refused a VM at a pre-check.
+        # VMMigrations whose last pass left them Placed (or Displaced) with nothing to do:
+        # whatever could change that wakes them (an event of their domain, a Hypervisor or
+        # spec change), so they re-decide on the slow resync only, not every few seconds.
+        self._settled: set[str] = set()
         self._avoid: dict[str, dict[str, tuple[float, str]]] = {}
 
     def forget(self, key: str) -> None:
         self.writer.forget(key)
+        self._settled.discard(key)
         self._avoid.pop(key, None)
 
     async def serve(self, *, key: str, body: Any, stopped: Stopped) -> None:
@@ -98,7 +103,9 @@ class Loop:
                     log.exception("reconciling %s failed; retrying", key,
                                   extra={"vmmigration": key, "domain": _domain(body)})
                     idle = False
-                timeout = None if idle else self.settings.resync_interval_seconds
+                timeout = None if idle else (self.settings.inventory_resync_seconds
+                                             if key in self._settled
+                                             else self.settings.resync_interval_seconds)
                 await _wait_for(waker, stopped, timeout=timeout)
         finally:
             self.fleet.forget_waker(key)
@@ -205,6 +212,13 @@ class Loop:
         if effects.avoid is not None:
             host, why = effects.avoid
             self._avoid.setdefault(key, {})[host] = (self.clock() + self.settings.retry_max_seconds, why)
+        if effects.phase is not None:
+            blocked = any(c.type == "Blocked" and c.status for c in effects.conditions)
+            if (effects.phase in (Phase.PLACED, Phase.DISPLACED) and effects.command is None
+                    and not blocked):
+                self._settled.add(key)
+            else:
+                self._settled.discard(key)
         if effects.failed is not None:
             self.metrics.set_failed(key, failed=effects.failed)
         if effects.drifted is not None:

@@ -65,7 +65,8 @@ def wire(settings: Settings, *, kube: KubeClient, metrics: Metrics) -> Runtime:
         # timeout too, not only the runtime waiting for it.
         prober=virt.prober(timeout_seconds=min(settings.probe_timeout_seconds,
                                                settings.libvirt_timeout_seconds),
-                           resync_seconds=settings.inventory_resync_seconds))
+                           resync_seconds=settings.inventory_resync_seconds,
+                           events=settings.inventory_events))
     metrics.watch(made.limiter)
     return made
 

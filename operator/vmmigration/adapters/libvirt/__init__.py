@@ -32,9 +32,12 @@ def engine(*, poll_interval_seconds: float = 0.5,
                   post_copy_resume=post_copy_resume)
 
 
-def prober(*, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, resync_seconds: float = 300.0) -> Prober:
-    """Kept connections whose reports libvirt's events keep current (service.inventory)."""
-    return Prober(connect=connect, timeout_seconds=timeout_seconds, resync_seconds=resync_seconds)
+def prober(*, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, resync_seconds: float = 300.0,
+           events: bool = True) -> Prober:
+    """Kept connections whose reports libvirt's events keep current (service.inventory);
+    without ``events`` every probe reads its host in full."""
+    return Prober(connect=connect, timeout_seconds=timeout_seconds, resync_seconds=resync_seconds,
+                  events=events)
 
 
 def probe_once(uri: str) -> HostReport:
