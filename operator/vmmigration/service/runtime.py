@@ -90,8 +90,13 @@ class Runtime:
         with its drain's pass carried out first (core.drain)."""
         inbound, outbound = self.fleet.limiter.load(name)
         now = self.clock()
+        # With events the report is current between writes: a heartbeat per resync is enough
+        # to show the operator still follows the host (500 hosts at 60 s: 8 writes a second).
+        heartbeat = (self.settings.inventory_resync_seconds if self.settings.inventory_events
+                     else 60.0)
         new = status.hypervisor(previous=previous, report=report, generation=generation,
-                                now=now, inbound=inbound, outbound=outbound)
+                                now=now, inbound=inbound, outbound=outbound,
+                                heartbeat_seconds=heartbeat)
         view = self.fleet.hypervisors.get(name)
         if view is not None:
             drained = await self.drains.pass_once(spec=view.spec, owner_uid=owner_uid, body=body,
