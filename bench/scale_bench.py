@@ -356,7 +356,8 @@ def main() -> None:
 
         # The burst's guests, spread over the real hosts.
         guests: list[tuple[str, int]] = []  # (domain, index of its host)
-        print(f"booting {args.real_guests} guests of {args.guest_mib} MiB ...", flush=True)
+        if args.burst:
+            print(f"booting {args.real_guests} guests of {args.guest_mib} MiB ...", flush=True)
         for g in range(args.real_guests if args.burst else 0):
             name = f"burst-{g:02d}"
             home = g % args.real_hosts

@@ -168,3 +168,22 @@ def test_a_refused_pre_check_blocks_and_waiting_for_the_retry_keeps_it_blocked()
     assert conditions["Ready"]["reason"] == "Backoff"
     assert conditions["Blocked"]["status"] == "True"
     assert conditions["Blocked"]["reason"] == "InsufficientMemory"
+
+
+def test_a_quiet_host_out_of_maintenance_gets_no_status_write_until_its_heartbeat() -> None:
+    """Its Drained condition must not make every probe look like a change (it did: 6 writes a
+    minute per host, the most of the operator's steady API writes at 50 hosts)."""
+    now = [1000.0]
+    runtime = make_runtime(kube=FakeKube(), clock=lambda: now[0])
+    runtime.hypervisor_seen(HypervisorSpec(name="kvm-a", uri="test:///default"))
+
+    async def at(seconds: float, previous: dict[str, Any]) -> dict[str, Any]:
+        now[0] = seconds
+        report = HostReport(reachable=True, probed_at=seconds, memory_free_bytes=4 << 30)
+        return await runtime.hypervisor_status("kvm-a", previous=previous, generation=1, report=report)
+
+    first = asyncio.run(at(1000.0, {}))
+    assert {c["type"] for c in first["conditions"]} == {"Reachable", "Drained"}
+    assert asyncio.run(at(1010.0, first)) == {}
+    heartbeat = runtime.settings.inventory_resync_seconds
+    assert set(asyncio.run(at(1000.0 + heartbeat, first))) == {"lastProbeTime"}

@@ -146,7 +146,10 @@ def hypervisor(
     state = "True" if report.reachable else "False"
     since = old_reachable.get("lastTransitionTime") if old_reachable and old_reachable.get("status") == state else None
     since = since if isinstance(since, str) else None  # the API wants a date-time string
-    new["conditions"] = [{
+    # The other conditions (Drained) are their owners' to change: kept as they were.
+    kept = [c for c in (old_conditions if isinstance(old_conditions, (list, tuple)) else ())
+            if isinstance(c, Mapping) and c.get("type") != "Reachable"]
+    new["conditions"] = [*kept, {
         "type": "Reachable",
         "status": state,
         "reason": "Probed" if report.reachable else "Unreachable",
@@ -184,11 +187,22 @@ def hypervisor(
         if (_moved(previous.get("activeMemoryBytes"), active)
                 or _without(new, _RIDERS) != _without(previous, _RIDERS)):
             new["activeMemoryBytes"] = active
-    stale = (parse_timestamp(previous.get("lastProbeTime")) or 0.0) + heartbeat_seconds <= now
-    if stale or {k: v for k, v in new.items() if k != "lastProbeTime"} != {
-            k: v for k, v in previous.items() if k != "lastProbeTime"}:
-        new["lastProbeTime"] = timestamp(report.probed_at)
-    return new
+    return stamped(new, previous=previous, probed_at=report.probed_at, now=now,
+                   heartbeat_seconds=heartbeat_seconds)
+
+
+def stamped(new: Mapping[str, Any], *, previous: Mapping[str, Any], probed_at: float, now: float,
+            heartbeat_seconds: float) -> dict[str, Any]:
+    """``new`` with ``lastProbeTime`` renewed only when something else changed or the
+    heartbeat is due: the last step once the whole status (a drain's part too) is composed."""
+    result = {k: v for k, v in new.items() if k != "lastProbeTime"}
+    old = previous.get("lastProbeTime")
+    stale = (parse_timestamp(old) or 0.0) + heartbeat_seconds <= now
+    if stale or result != {k: v for k, v in previous.items() if k != "lastProbeTime"}:
+        result["lastProbeTime"] = timestamp(probed_at)
+    else:
+        result["lastProbeTime"] = old
+    return result
 
 
 # Refreshed on their own terms (a heartbeat, a 1 % move) or along with another change: left

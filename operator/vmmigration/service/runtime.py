@@ -103,6 +103,8 @@ class Runtime:
                                                   report=report, previous=previous, now=now)
             new = status.with_drain(new, previous=previous, fields=drained.fields,
                                     drained=drained.drained, generation=generation, now=now)
+            new = status.stamped(new, previous=previous, probed_at=report.probed_at, now=now,
+                                 heartbeat_seconds=heartbeat)
         patch = status.merge_patch(previous, new)
         if patch:
             self.metrics.status_patched("hypervisors")
