@@ -12,6 +12,7 @@ restarted: the events in between may be lost), when it ages out, and every
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -51,6 +52,9 @@ class _Kept:
     used: float
     report: HostReport
     full_at: float  # the last full probe, on the clock
+    # Its share of the resync interval, drawn once per connection: hosts connected
+    # together (an operator start) must not all be read in full at the same moment again.
+    spread: float = dataclasses.field(default_factory=lambda: random.uniform(0.8, 1.0))
     watched: bool = False  # events arrive on this connection
     dropped: bool = False  # its close callback ran: events may have been lost
 
@@ -127,7 +131,7 @@ class Prober:
         with self._lock:
             kept = self._kept.get(uri)
             if (kept is None or not kept.watched or kept.dropped
-                    or now - kept.full_at >= self.resync_seconds
+                    or now - kept.full_at >= self.resync_seconds * kept.spread
                     or now - kept.opened >= self.max_age_seconds):
                 return None
             kept.used = now
