@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from vmmigration.core.deletion import OPERATOR_FINALIZER, Deleted, finalizer_for, holdup, pending, remaining
+from vmmigration.core.deletion import OPERATOR_FINALIZER, Deleted, holdup, pending, remaining
 from vmmigration.core.memory import timestamp
 
 NOW = 1_800_000_000.0
@@ -57,10 +57,3 @@ def test_an_object_created_again_under_the_same_name_is_not_the_one_waited_for()
 def test_a_hypervisor_that_outlives_the_wait_is_explained_by_its_finalizers(obj: dict[str, Any],
                                                                               line: str) -> None:
     assert holdup(obj, now=NOW) == line
-
-
-def test_each_shard_has_its_own_finalizer_and_a_wait_names_whichever_holds_the_object() -> None:
-    assert finalizer_for("") == OPERATOR_FINALIZER
-    assert finalizer_for("east") == "vmmigration.dev/finalizer-east" != finalizer_for("west")
-    held = {"metadata": {"name": "kvm-a", "finalizers": ["vmmigration.dev/finalizer-east"]}}
-    assert "still holding finalizer vmmigration.dev/finalizer-east" in holdup(held, now=0.0)

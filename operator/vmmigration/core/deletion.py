@@ -22,17 +22,6 @@ from vmmigration.core.moves import get
 OPERATOR_FINALIZER = "vmmigration.dev/finalizer"
 
 
-def finalizer_for(shard: str) -> str:
-    """The finalizer of the replicas serving ``shard``. kopf strips its finalizer from every
-    object no handler of its own wants: one name for all shards would have each shard's
-    replica strip the others'."""
-    return f"{OPERATOR_FINALIZER}-{shard}" if shard else OPERATOR_FINALIZER
-
-
-def _is_ours(finalizer: str) -> bool:
-    return finalizer == OPERATOR_FINALIZER or finalizer.startswith(OPERATOR_FINALIZER + "-")
-
-
 @dataclasses.dataclass(frozen=True)
 class Deleted:
     """An object whose deletion the API server accepted but has not finished."""
@@ -67,11 +56,10 @@ def holdup(obj: Mapping[str, Any], *, now: float) -> str:
     since = parse_timestamp(get(obj, "metadata", "deletionTimestamp"))
     finalizers = [str(f) for f in get(obj, "metadata", "finalizers") or ()]
     waited = "" if since is None else f" for {units.age(max(0.0, now - since))}"
-    ours = next((f for f in finalizers if _is_ours(f)), None)
-    if ours is not None:
-        others = [f for f in finalizers if f != ours]
+    if OPERATOR_FINALIZER in finalizers:
+        others = [f for f in finalizers if f != OPERATOR_FINALIZER]
         also = f" (and {', '.join(others)})" if others else ""
-        return (f"{name}: still holding finalizer {ours}{also}{waited}; the operator "
+        return (f"{name}: still holding finalizer {OPERATOR_FINALIZER}{also}{waited}; the operator "
                 "removes it when it sees the deletion: is the operator running?")
     if finalizers:
         return f"{name}: still holding finalizer {', '.join(finalizers)}{waited}"

@@ -21,7 +21,7 @@ from vmmigration.adapters.kube.client import GROUP, VERSION, KubeClient
 from vmmigration.adapters.prometheus import Metrics
 from vmmigration.adapters.prometheus import serve as serve_metrics
 from vmmigration.core.config import SHARD_LABEL, Settings, seniority_priority
-from vmmigration.core.deletion import finalizer_for
+from vmmigration.core.deletion import OPERATOR_FINALIZER
 from vmmigration.core.spec import SpecError, parse_hypervisor
 from vmmigration.service.runtime import Runtime
 
@@ -30,6 +30,7 @@ from vmmigration.service.runtime import Runtime
 SETTINGS = Settings.from_env()
 # Replicas share the fleet by a label: each serves its own shard (the unlabelled, by default).
 SHARD = {SHARD_LABEL: SETTINGS.shard} if SETTINGS.shard else {SHARD_LABEL: kopf.ABSENT}
+SHARD_SELECTOR = f"{SHARD_LABEL}={SETTINGS.shard}" if SETTINGS.shard else f"!{SHARD_LABEL}"
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +85,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # bookkeeping (a status write alone logs "Handler ... succeeded.").
     logs.install(log_format=SETTINGS.log_format)
     # The core knows it too: `vmmigration delete hv --wait` names it when it holds a Hypervisor.
-    settings.persistence.finalizer = finalizer_for(SETTINGS.shard)
+    settings.persistence.finalizer = OPERATOR_FINALIZER
+    # A shard's replica is sent only its shard's objects (the API server filters the
+    # watch): kopf never sees, nor strips the finalizer of, another shard's objects, and
+    # its memory grows with its shard, not with the fleet. The handlers' own label filters
+    # (SHARD) say the same, for objects listed before the selector applied.
+    for plural in ("hypervisors", "vmmigrations"):
+        settings.watching.label_selectors[GROUP, plural] = SHARD_SELECTOR
     # Progress and diff-base go to annotations: the structural schema would
     # prune kopf's default status.kopf field.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
