@@ -209,7 +209,8 @@ class Prober:
 
     def _drop(self, uri: str, kept: _Kept) -> None:
         with self._lock:
-            if self._kept.get(uri) is kept or (uri in self._kept and self._kept[uri].host is kept.host):
+            current = self._kept.get(uri)
+            if current is not None and current.host is kept.host:  # not a newer connection
                 del self._kept[uri]
         kept.host.close()
 

@@ -140,7 +140,7 @@ class Probes:
 
     def _on_heard(self, uri: str, domain: str | None) -> None:
         for name in tuple(self._names.get(uri, ())):
-            if self._uris.get(name) != uri or name not in self.fleet.hypervisors:
+            if name not in self.fleet.hypervisors:
                 continue
             if domain is None:
                 # Events since the drop are lost: probe in full now (it reconnects, or
