@@ -3,7 +3,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from vmmigration.core.model import MIB, DomainSummary, PauseReason, PowerState
+from vmmigration.core.model import MIB, DomainSummary, JobDirection, PauseReason, PowerState
 
 
 def domain(
@@ -13,9 +13,10 @@ def domain(
     state: PowerState = PowerState.RUNNING,
     reason: PauseReason = PauseReason.NONE,
     memory_mib: int = 128,
+    job: JobDirection = JobDirection.NONE,
 ) -> DomainSummary:
     return DomainSummary(name=name, uuid=uuid, state=state, pause_reason=reason,
-                         memory_bytes=memory_mib * MIB, persistent=True)
+                         memory_bytes=memory_mib * MIB, persistent=True, job=job)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from vmmigration.core.drain import (
     plan_drain,
 )
 from vmmigration.core.memory import timestamp
-from vmmigration.core.model import HostReport, PowerState
+from vmmigration.core.model import HostReport, JobDirection, PauseReason, PowerState
 from vmmigration.core.spec import DrainPolicy, HypervisorSpec, WhenCancelled
 
 from .conftest import domain
@@ -100,6 +100,28 @@ def test_an_empty_host_is_drained_once_with_the_condition_true_and_one_event() -
     assert [e.reason for e in done.events] == ["Drained"]
     again = run(spec(), report(), previous={"drain": done.fields["drain"]}, now=NOW + 70)
     assert again.events == () and again.fields["drain"]["completionTime"] == timestamp(NOW + 60)
+
+
+def test_a_vm_paused_on_the_sending_end_of_its_move_keeps_the_host_from_being_drained() -> None:
+    # The watched bug: the hybrid suspends the source for its last copy, and libvirt
+    # gives that pause the same reason as the target's incoming copy. Only the job
+    # says which end is which; a host holding the suspended source is not empty.
+    moving = Managed(key="default/hot", domain="hot", created="1", phase="Migrating")
+    suspended = domain("hot", state=PowerState.PAUSED, reason=PauseReason.MIGRATION,
+                       job=JobDirection.OUTGOING)
+    done = run(spec(), HostReport(reachable=True, probed_at=NOW, domains=(suspended,)), moving,
+               previous={"drain": {"state": "Draining", "total": 3, "moved": 2,
+                                   "startTime": timestamp(NOW - 14)}})
+    assert done.drained is not None and done.drained.status is False
+    assert done.counts is not None and (done.counts.moving, done.counts.moved) == (1, 2)
+    assert "Drained" not in [e.reason for e in done.events]
+
+
+def test_an_incoming_copy_on_the_host_is_not_one_of_its_vms() -> None:
+    arriving = domain("web", state=PowerState.PAUSED, reason=PauseReason.MIGRATION,
+                      job=JobDirection.INCOMING)
+    done = run(spec(), HostReport(reachable=True, probed_at=NOW, domains=(arriving,)))
+    assert done.drained is not None and done.drained.status is True
 
 
 def test_a_definition_left_behind_by_a_move_blocks_the_drain_and_says_so() -> None:

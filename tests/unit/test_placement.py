@@ -2,15 +2,16 @@
 
 import pytest
 
-from vmmigration.core.model import DomainSummary, PauseReason, PowerState
-from vmmigration.core.location import Location, locate
+from vmmigration.core.model import DomainSummary, JobDirection, PauseReason, PowerState
+from vmmigration.core.location import Location, is_incoming, is_leaving, locate
 
 from .conftest import domain
 
 RUNNING = domain()
 SHUT_OFF = domain(state=PowerState.SHUT_OFF)
-INCOMING = domain(state=PowerState.PAUSED, reason=PauseReason.MIGRATION)
-SUSPENDED_BY_MIGRATION = domain(state=PowerState.PAUSED, reason=PauseReason.MIGRATION)
+INCOMING = domain(state=PowerState.PAUSED, reason=PauseReason.MIGRATION, job=JobDirection.INCOMING)
+SUSPENDED_BY_MIGRATION = domain(state=PowerState.PAUSED, reason=PauseReason.MIGRATION,
+                                job=JobDirection.OUTGOING)
 USER_PAUSED = domain(state=PowerState.PAUSED, reason=PauseReason.USER)
 POST_COPY = domain(state=PowerState.PAUSED, reason=PauseReason.POST_COPY)
 
@@ -39,3 +40,21 @@ def test_locate_reads_both_hosts(
     source: DomainSummary | None, target: DomainSummary | None, where: Location
 ) -> None:
     assert locate(source=source, target=target) is where
+
+
+@pytest.mark.parametrize(
+    ("summary", "incoming", "leaving"),
+    [
+        pytest.param(INCOMING, True, False, id="the-receiving-end-is-a-copy"),
+        pytest.param(SUSPENDED_BY_MIGRATION, False, True, id="the-sending-end-paused-is-the-vm"),
+        pytest.param(domain(state=PowerState.PAUSED, reason=PauseReason.MIGRATION), False, True,
+                     id="paused-for-a-migration-with-no-job-left-is-the-vm"),
+        pytest.param(RUNNING, False, False, id="running"),
+        pytest.param(USER_PAUSED, False, False, id="paused-by-a-user"),
+    ],
+)
+def test_only_libvirts_job_tells_an_incoming_copy_from_a_paused_source(
+    summary: DomainSummary, incoming: bool, leaving: bool
+) -> None:
+    assert is_incoming(summary) is incoming
+    assert is_leaving(summary) is leaving

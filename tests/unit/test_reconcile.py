@@ -13,7 +13,7 @@ from vmmigration.core.spec import (
     PlacementMode,
     Selector,
 )
-from vmmigration.core.model import GIB, MIB, HostReport, PauseReason, PowerState
+from vmmigration.core.model import GIB, MIB, HostReport, JobDirection, PauseReason, PowerState
 from vmmigration.core.memory import Attempt, Condition, Memory
 from vmmigration.core.reconcile import (
     Abort,
@@ -38,12 +38,18 @@ ZONE = Selector(match_labels=(("zone", "lab"),))
 
 def host(name: str, *domains: str, reachable: bool = True, maintenance: bool = False,
          labels: dict[str, str] | None = None, free_mib: int = 4096, paused: str = "",
-         probed: bool = True, split: str = "", exclude: tuple[str, ...] = ()) -> HypervisorView:
+         probed: bool = True, split: str = "", exclude: tuple[str, ...] = (),
+         leaving: str = "") -> HypervisorView:
+    """``paused``: an incoming migration's copy; ``leaving``: the VM paused on the sending end."""
     found = [domain(d) for d in domains]
     if split:  # the source half of a post-copy whose link failed
         found.append(domain(split, state=PowerState.PAUSED, reason=PauseReason.POST_COPY_FAILED))
     if paused:
-        found.append(domain(paused, state=PowerState.PAUSED, reason=PauseReason.MIGRATION))
+        found.append(domain(paused, state=PowerState.PAUSED, reason=PauseReason.MIGRATION,
+                            job=JobDirection.INCOMING))
+    if leaving:
+        found.append(domain(leaving, state=PowerState.PAUSED, reason=PauseReason.MIGRATION,
+                            job=JobDirection.OUTGOING))
     report = HostReport(reachable=reachable, probed_at=0.0, memory_free_bytes=free_mib * MIB,
                         memory_total_bytes=8 * GIB, domains=tuple(found),
                         error="" if reachable else "connection refused")
@@ -94,9 +100,27 @@ SELECTED = Desired(domain="web-01", selector=ZONE)
     pytest.param(PINNED, hosts(host("a", "web-01"), host("c", paused="web-01"), host("b")),
                  Memory(phase=Phase.PLACED), Wait("MigratingOutside", ""),
                  id="someone-elses-migration-is-waited-out-not-raced"),
-    pytest.param(PINNED, hosts(host("a", paused="web-01"), host("b", paused="web-01")),
+    pytest.param(PINNED, hosts(host("a", leaving="web-01"), host("b", paused="web-01")),
                  Memory(phase=Phase.PLACED), Wait("MigratingOutside", ""),
                  id="both-copies-paused-at-an-outside-switch-over-is-one-vm-moving"),
+    pytest.param(PINNED, hosts(host("a", leaving="web-01"), host("c", "web-01"), host("b")),
+                 Memory(phase=Phase.PLACED), Wait("MigratingOutside", ""),
+                 id="a-target-running-while-its-source-waits-to-be-reaped-is-one-vm-moving"),
+    pytest.param(PINNED, hosts(host("a", leaving="web-01"), host("b")), Memory(),
+                 Migrate(source="a", target="b"),
+                 id="a-vm-paused-on-the-sending-end-with-no-other-end-is-where-it-is"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),
+                 Memory(phase=Phase.PLACED, chosen_target="a"),
+                 Migrate(source="a", target="b", why="the spec now asks for b"),
+                 id="a-changed-target-is-followed-and-that-is-no-drift"),
+    pytest.param(Desired(domain="web-01", target="b", drift_action=DriftAction.REPORT),
+                 hosts(host("a", "web-01"), host("b")), Memory(phase=Phase.PLACED, chosen_target="a"),
+                 Migrate(source="a", target="b", why="the spec now asks for b"),
+                 id="a-changed-target-is-followed-even-when-drift-is-only-reported"),
+    pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),
+                 Memory(phase=Phase.PLACED, chosen_target="b"),
+                 Migrate(source="a", target="b", drift=True),
+                 id="a-vm-moved-away-from-where-it-was-placed-has-drifted"),
     pytest.param(PINNED, hosts(host("a", "web-01"), host("b")),
                  Memory(phase=Phase.MIGRATING, attempt=Attempt("a", "b")),
                  Recover(source="a", target="b"), id="remembered-attempt-is-recovered-first"),

@@ -2,7 +2,10 @@
 
 Used after the fact (a restarted process, a failed migration) to decide what
 happened without starting anything. A domain being filled by an incoming
-migration is paused on the target; that copy is not the VM yet.
+migration is paused on the target; that copy is not the VM yet. The source is
+paused with the same reason during the switch-over (and for the whole rest of
+a hybrid's suspended copy), and it still *is* the VM: only libvirt's job says
+which end a paused domain is (:class:`JobDirection`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from vmmigration.core.model import DomainSummary, JobProgress, PauseReason, PowerState
+from vmmigration.core.model import DomainSummary, JobDirection, JobProgress, PauseReason, PowerState
 
 
 class Location(str, enum.Enum):
@@ -22,12 +25,24 @@ class Location(str, enum.Enum):
     NOWHERE = "Nowhere"
 
 
-def is_incoming(summary: DomainSummary | None) -> bool:
+def paused_for_migration(summary: DomainSummary | None) -> bool:
+    """Paused by a migration, at either end: the copy arriving, or the source switching over."""
     return (
         summary is not None
         and summary.state is PowerState.PAUSED
         and summary.pause_reason in (PauseReason.MIGRATION, PauseReason.STARTING_UP)
     )
+
+
+def is_incoming(summary: DomainSummary | None) -> bool:
+    """The receiving end of a migration job: a copy being filled, not the VM yet."""
+    return paused_for_migration(summary) and summary is not None and summary.job is JobDirection.INCOMING
+
+
+def is_leaving(summary: DomainSummary | None) -> bool:
+    """Paused for a migration and not receiving one: the VM itself, on the sending end
+    (switching over, suspended by a hybrid, or not yet reaped after the move)."""
+    return paused_for_migration(summary) and not is_incoming(summary)
 
 
 def in_post_copy(summary: DomainSummary | None) -> bool:
@@ -45,11 +60,11 @@ def locate(*, source: DomainSummary | None, target: DomainSummary | None) -> Loc
     source_active = source is not None and source.active
     target_active = target is not None and target.active
     if source_active and target_active:
-        # While a job runs the target holds an incoming, paused copy; the VM
-        # itself is still on the source.
-        if is_incoming(target):
+        # The roles are known here, so the pause alone says enough: while a
+        # job runs the target holds a paused copy and the VM is still on the source.
+        if paused_for_migration(target):
             return Location.SOURCE
-        if is_incoming(source):
+        if paused_for_migration(source):
             # Switch-over: the target already runs, the source waits to be reaped.
             return Location.TARGET
         return Location.BOTH

@@ -137,6 +137,19 @@ class PauseReason(str, enum.Enum):
     OTHER = "Other"
 
 
+class JobDirection(str, enum.Enum):
+    """Which end of a migration a domain is, as libvirt's job on it says.
+
+    The pause reason cannot tell: libvirt pauses a migration's *source* with
+    reason "migration" for its switch-over (and for the whole suspended rest of
+    a hybrid), exactly as it pauses the *target* that receives the copy.
+    """
+
+    NONE = "None"  # no migration job (or the domain is not paused for one)
+    INCOMING = "Incoming"  # the receiving end: a copy, not the VM yet
+    OUTGOING = "Outgoing"  # the sending end: still the VM, whatever its pause reason
+
+
 @dataclasses.dataclass(frozen=True)
 class DomainSummary:
     name: str
@@ -145,6 +158,8 @@ class DomainSummary:
     pause_reason: PauseReason
     memory_bytes: int
     persistent: bool
+    # Read only for a domain paused for a migration; elsewhere it changes no decision.
+    job: JobDirection = JobDirection.NONE
 
     @property
     def active(self) -> bool:

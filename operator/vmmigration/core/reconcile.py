@@ -132,11 +132,13 @@ def decide(
                      + (f", running on {' and '.join(others)}" if others else "")
                      + "; nothing will be moved until a post-copy resume completes it "
                        "(see lastFailure)")
-    if where.incoming and (where.active or len(where.incoming) > 1):
+    halves = len(where.active) + len(where.incoming) + len(where.leaving)
+    if (where.incoming or where.leaving) and halves > 1:
         # A copy arriving while the VM runs (or sits paused for the switch-over) elsewhere,
-        # and no migration of ours (ours is Recovered above): someone else moves it. Any
-        # move of ours now would fail on libvirt's job lock, and the two copies are one VM.
-        hosts = sorted({*where.active, *where.incoming})
+        # or a target already running while the paused source waits to be reaped, and no
+        # migration of ours (ours is Recovered above): someone else moves it. Any move of
+        # ours now would fail on libvirt's job lock, and the two halves are one VM.
+        hosts = sorted({*where.active, *where.incoming, *where.leaving})
         return Wait(Reason.MIGRATING_OUTSIDE, f"domain {desired.domain} is being migrated between "
                     f"{' and '.join(hosts)} by something other than vmmigration; waiting for "
                     "that migration to end")
@@ -145,6 +147,8 @@ def decide(
                                      "at once; resolve this by hand, nothing will be moved")
     if where.active:
         current = where.active[0]
+    elif where.leaving:
+        current = where.leaving[0]  # paused by a migration that has no other end now
     elif len(where.defined) == 1:
         current = where.defined[0]
     elif len(where.defined) > 1:
@@ -229,12 +233,18 @@ def decide(
                 why = f"{current} is in maintenance"
 
     placed_before = memory.placed_before
+    # Drift is the VM leaving the host the status placed it on, behind our back. A
+    # VM still there while the spec now asks for another host has not drifted: the
+    # spec changed, and following it is an ordinary move (in Report mode too).
+    moved_away = placed_before and (memory.chosen_target is None or current != memory.chosen_target)
+    if not moved_away and placed_before and not why and current != target:
+        why = f"the spec now asks for {target}"
     if desired.source is not None and current != desired.source and not placed_before and not why:
         return Block(Reason.NOT_ON_SOURCE, f"domain {desired.domain} is on {current}, not on "
                                     f"sourceHypervisor {desired.source}", current)
     if desired.abort:
         return Abort(current)
-    if placed_before and desired.drift_action is DriftAction.REPORT and not why:
+    if moved_away and desired.drift_action is DriftAction.REPORT and not why:
         return ReportDrift(current=current, target=target)
     # A selector that moved on to another host after a refusal need not wait:
     # the backoff was for the host that refused.
@@ -243,7 +253,7 @@ def decide(
         return Wait(Reason.BACKOFF, f"retrying in {memory.next_attempt_at - now:.0f} s "
                                f"(attempt {memory.attempts + 1})")
     # A move for maintenance or rebalancing is no drift: nobody moved the VM behind our back.
-    return Migrate(source=current, target=target, drift=placed_before and not why, why=why)
+    return Migrate(source=current, target=target, drift=moved_away and not why, why=why)
 
 
 def backoff_seconds(*, failures: int, base: float, cap: float) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from vmmigration.core.spec import HypervisorSpec, Selector
 from vmmigration.core.model import DomainSummary, HostReport
-from vmmigration.core.location import in_post_copy, is_incoming
+from vmmigration.core.location import in_post_copy, is_incoming, is_leaving
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,9 @@ class HypervisorView:
 class Whereabouts:
     active: tuple[str, ...] = ()  # hosts where the VM itself runs (or is paused)
     incoming: tuple[str, ...] = ()  # hosts holding an incoming migration's paused copy
+    # Hosts where the VM itself is paused on the sending end of a migration
+    # (switch-over, a hybrid's suspend, or not yet reaped after the move).
+    leaving: tuple[str, ...] = ()
     defined: tuple[str, ...] = ()  # hosts where it is defined but shut off
     unknown: tuple[str, ...] = ()  # hosts not probed yet or unreachable: it may be there
     summary: DomainSummary | None = None
@@ -38,7 +41,7 @@ class Whereabouts:
 
 
 def whereabouts(domain: str, hypervisors: Mapping[str, HypervisorView]) -> Whereabouts:
-    active, incoming, defined, unknown, post_copy = [], [], [], [], []
+    active, incoming, leaving, defined, unknown, post_copy = [], [], [], [], [], []
     summary = None
     for name in sorted(hypervisors):
         view = hypervisors[name]
@@ -50,13 +53,17 @@ def whereabouts(domain: str, hypervisors: Mapping[str, HypervisorView]) -> Where
                 post_copy.append(name)
             if is_incoming(found):
                 incoming.append(name)
+            elif is_leaving(found):
+                leaving.append(name)
+                summary = summary or found
             elif found.active:
                 active.append(name)
                 summary = found
             else:
                 defined.append(name)
                 summary = summary or found
-    return Whereabouts(active=tuple(active), incoming=tuple(incoming), defined=tuple(defined),
+    return Whereabouts(active=tuple(active), incoming=tuple(incoming), leaving=tuple(leaving),
+                       defined=tuple(defined),
                        unknown=tuple(unknown), summary=summary, post_copy=tuple(post_copy))
 
 

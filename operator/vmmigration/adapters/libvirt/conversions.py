@@ -8,7 +8,7 @@ from typing import Any
 
 import libvirt
 
-from vmmigration.core.model import CLIENT_FILE_PARAMETERS, JobProgress, PauseReason, PowerState
+from vmmigration.core.model import CLIENT_FILE_PARAMETERS, JobDirection, JobProgress, PauseReason, PowerState
 from vmmigration.core.planner import MigrationFlags
 
 STATES = {
@@ -26,6 +26,19 @@ PAUSE_REASONS = {
 }
 
 ACTIVE_JOBS = {libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED}
+# Pause reasons a migration gives, at either of its ends.
+MIGRATION_PAUSES = {PauseReason.MIGRATION, PauseReason.STARTING_UP}
+
+
+def direction_from_stats(stats: dict[str, Any]) -> JobDirection:
+    """The end of a migration a domain is, from ``virDomainGetJobStats``' operation."""
+    operation = stats.get("operation")
+    if stats.get("type") in ACTIVE_JOBS or operation is not None:
+        if operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
+            return JobDirection.OUTGOING
+        if operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN:
+            return JobDirection.INCOMING
+    return JobDirection.NONE
 
 _FLAG_BITS = {
     "live": libvirt.VIR_MIGRATE_LIVE,

@@ -16,10 +16,12 @@ import libvirt
 from vmmigration.adapters.libvirt.connection import DEFAULT_TIMEOUT_SECONDS, connection
 from vmmigration.adapters.libvirt.conversions import (
     ACTIVE_JOBS,
+    MIGRATION_PAUSES,
     PAUSE_REASONS,
     STATES,
     flag_bits,
     peer_uri,
+    direction_from_stats,
     progress_from_stats,
     source_path,
 )
@@ -35,6 +37,7 @@ from vmmigration.core.model import (
     DiskImage,
     DomainSummary,
     HostVersions,
+    JobDirection,
     JobProgress,
     PauseReason,
     PowerState,
@@ -108,18 +111,30 @@ class Host:
             state, reason = dom.state()
             info = dom.info()
             power = STATES.get(state, PowerState.OTHER)
+            pause = (PAUSE_REASONS.get(reason, PauseReason.OTHER) if power is PowerState.PAUSED
+                     else PauseReason.NONE)
             return DomainSummary(
                 name=dom.name(),
                 uuid=dom.UUIDString(),
                 state=power,
-                pause_reason=(
-                    PAUSE_REASONS.get(reason, PauseReason.OTHER)
-                    if power is PowerState.PAUSED
-                    else PauseReason.NONE
-                ),
+                pause_reason=pause,
                 memory_bytes=int(info[1]) * 1024,
                 persistent=bool(dom.isPersistent()),
+                job=Host._direction(dom) if pause in MIGRATION_PAUSES else JobDirection.NONE,
             )
+
+    @staticmethod
+    def _direction(dom: libvirt.virDomain) -> JobDirection:
+        """Which end of a migration a domain paused for one is: its pause reason cannot tell."""
+        try:
+            stats = dom.jobStats()
+        except libvirt.libvirtError as error:
+            # libvirt keeps a migration's statistics on its source and refuses them on
+            # the receiving end ("available only on the source host"), and only there.
+            if error.get_error_code() == libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
+                return JobDirection.INCOMING
+            raise
+        return direction_from_stats(stats)
 
     def domains(self) -> tuple[DomainSummary, ...]:
         with translated():
