@@ -39,6 +39,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.artifacts)
         if here / "faults" in parents:
             item.add_marker(pytest.mark.faults)
+        if here / "nemesis" in parents and not item.name.startswith("test_the_checker"):
+            item.add_marker(pytest.mark.nemesis)
 
 REPO = Path(__file__).resolve().parents[1]
 

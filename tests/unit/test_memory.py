@@ -43,6 +43,7 @@ def test_a_well_formed_status_is_remembered() -> None:
     pytest.param(Memory(phase=Phase.PLACED, chosen_target="kvm-a",
                         drifted=Condition("Drifted", True, "NotOnTarget", "on kvm-b")),
                  id="drifted"),
+    pytest.param(Memory(phase=Phase.PLACED, chosen_target="kvm-a", ready=False), id="placed-not-ready"),
 ])
 def test_the_codec_round_trips_what_it_writes(memory: Memory) -> None:
     assert Memory.from_status(memory.as_fields()) == memory

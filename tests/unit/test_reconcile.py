@@ -287,3 +287,15 @@ def test_a_rebalancing_hint_moves_a_selected_vm_to_that_host_and_no_other() -> N
     assert run(SELECTED, ineligible, PLACED, hint="c") == Placed("a")
     assert run(SELECTED, hosts(host("a", "web-01"), host("c", labels={"zone": "x"})), PLACED,
                hint="c") == Placed("a"), "a hint never overrides the selector"
+
+
+def test_a_once_placed_vmmigration_left_not_ready_by_a_passing_block_looks_once_more() -> None:
+    # Found by the nemesis: an offline carry seen defined on both hosts for a moment
+    # wrote Blocked (DefinedTwice) with the phase still Placed, and Once then idled on it
+    # forever. The next look writes the truth; only a Ready status idles.
+    once = Desired(domain="web-01", target="b", placement=PlacementMode.ONCE)
+    views = hosts(host("a"), host("b", "web-01"))
+    stale = Memory(phase=Phase.PLACED, ready=False,
+                   blocked=Condition("Blocked", True, "DefinedTwice", "defined on a and b"))
+    assert run(once, views, stale) == Placed("b")
+    assert run(once, views, Memory(phase=Phase.PLACED)) == Idle()

@@ -97,6 +97,9 @@ class Memory:
     # The stored plan: the strategy a job in flight runs, and the generation planned for.
     strategy: Strategy | None = None
     plan_generation: int | None = None
+    # The Ready condition is True (a status without conditions counts as ready: nothing
+    # in it is stale).
+    ready: bool = True
 
     @property
     def was_drifted(self) -> bool:
@@ -128,6 +131,7 @@ class Memory:
             drifted=true.get("Drifted"),
             strategy=_strategy(stored.get("plan")),
             plan_generation=_generation(stored.get("plan")),
+            ready="Ready" in true or not isinstance(conditions, list) or not conditions,
         )
 
     def as_fields(self) -> dict[str, Any]:
@@ -139,7 +143,9 @@ class Memory:
             "nextAttemptTime": (timestamp(self.next_attempt_at)
                                 if self.next_attempt_at is not None else None),
             "attempts": self.attempts,
-            "conditions": [c.as_fields() for c in (self.blocked, self.drifted) if c is not None],
+            "conditions": [c.as_fields() for c in (
+                self.blocked, self.drifted, Condition("Ready", self.ready, "Remembered"))
+                if c is not None],
         }
 
 

@@ -119,7 +119,11 @@ def decide(
                                  f"{desired.domain}; delete one of the two")
 
     once_placed = desired.placement is PlacementMode.ONCE and memory.phase is Phase.PLACED
-    if once_placed and not any(view.spec.maintenance for view in hypervisors.values()):
+    # A pass that only waited or was blocked (a host silent, a carry's two definitions
+    # seen for a moment) keeps the phase Placed; idling then would keep that stale
+    # condition forever. One more look writes the truth, and only then it idles.
+    settled_once = once_placed and memory.ready
+    if settled_once and not any(view.spec.maintenance for view in hypervisors.values()):
         # The common case, without looking the domain up: nothing can call it away.
         return Idle()
 
@@ -173,7 +177,7 @@ def decide(
         # displaced: it still has to come home when the maintenance ends.
         home_view = hypervisors.get(desired.target) if desired.target else None
         if not (home_view is not None and home_view.spec.maintenance and current != desired.target):
-            return Idle()
+            return Idle() if settled_once else Placed(current)
     if desired.target is not None:
         view = hypervisors.get(desired.target)
         if view is None:
