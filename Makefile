@@ -1,5 +1,5 @@
 # The two commands in README.md. Each installs what it needs first.
-.PHONY: demo demo-down test bench lint
+.PHONY: demo demo-down test bench lint soak
 
 demo:
 	scripts/bootstrap
@@ -22,3 +22,9 @@ bench:
 	.venv/bin/python bench/probe_bench.py
 	.venv/bin/python bench/drain_bench.py
 	.venv/bin/python bench/carry_bench.py
+
+# A nemesis campaign on the real test bed (tests/nemesis/): SEED replays one, MINUTES says
+# how long (docs/reliability.md). Exits non-zero when the checker finds a violation.
+soak:
+	scripts/bootstrap
+	.venv/bin/python -m tests.nemesis.campaign $(if $(SEED),--seed $(SEED)) --minutes $(or $(MINUTES),10)

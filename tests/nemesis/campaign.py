@@ -244,9 +244,7 @@ class Actors:
     def _op_place(self, *, domain: str, spec: dict[str, Any]) -> dict[str, Any] | None:
         if domain in self.outside:
             return None
-        if domain in self.vmms and ("targetSelector" in spec) != ("targetSelector" in self.vmms[domain]):
-            return None  # one of the two target fields at a time; retarget covers the rest
-        self._apply(domain, spec)
+        self._apply(domain, spec)  # apply drops the fields the last one had and this one lacks
         self.vmms[domain] = spec
         return {}
 
@@ -255,10 +253,14 @@ class Actors:
 
     def _op_retarget(self, *, domain: str, target: str) -> dict[str, Any] | None:
         spec = self.vmms.get(domain)
-        if spec is None or "targetHypervisor" not in spec:
+        if spec is None:
             return None
-        self._patch(domain, {"targetHypervisor": target})
-        spec["targetHypervisor"] = target
+        if "targetHypervisor" in spec:
+            self._patch(domain, {"targetHypervisor": target})
+        else:  # from a selector to one host: the whole spec, as a user edits the file
+            spec = {k: v for k, v in spec.items() if k != "targetSelector"}
+            self._apply(domain, {**spec, "targetHypervisor": target})
+        self.vmms[domain] = {**spec, "targetHypervisor": target}
         return {}
 
     def _op_policy(self, *, domain: str, bandwidth: int) -> dict[str, Any] | None:

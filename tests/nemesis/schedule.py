@@ -30,7 +30,7 @@ HOME = {"nm-calm": 0, "nm-idle": 1, "nm-web": 2, "nm-db": 0, "nm-warm": 1, "nm-h
 
 # Users' operations, by weight.
 OPERATIONS = {
-    "place": 8, "retarget": 6, "policy": 3, "abort": 2, "unabort": 2, "delete": 3,
+    "place": 10, "retarget": 8, "policy": 2, "abort": 2, "unabort": 2, "delete": 2,
     "drain": 2, "undrain": 2, "outside": 3, "carry": 1, "rebalance": 1,
 }
 # Faults, by weight.
