@@ -290,19 +290,19 @@ class Actors:
         del self.vmms[domain]
         return {}
 
-    def _op_drain(self, *, host: str, whenCancelled: str) -> dict[str, Any] | None:
+    def _op_drain(self, *, host: str, whenCancelled: str, mode: str) -> dict[str, Any] | None:
         with self._lock:
             if self.maintenance or host in self.outside_targets:
                 return None  # one host at a time; never under an outside move towards it
             self.maintenance.add(host)
-        self.kubectl.patch("hypervisor", host, {"spec": {"maintenance": True,
-                                                         "drain": {"whenCancelled": whenCancelled}}},
-                           None)
+        self.kubectl.patch("hypervisor", host, {"spec": {"maintenance": True, "drain": {
+            "whenCancelled": whenCancelled, "mode": mode}}}, None)
         return {"hosts": [host]}
 
-    def _op_undrain(self, *, host: str, whenCancelled: str) -> dict[str, Any] | None:
-        if host not in self.maintenance:
+    def _op_undrain(self, *, host: str, whenCancelled: str = "", mode: str = "") -> dict[str, Any] | None:
+        if not self.maintenance:
             return None
+        host = host if host in self.maintenance else sorted(self.maintenance)[0]
         self.kubectl.patch("hypervisor", host, {"spec": {"maintenance": False}}, None)
         self.maintenance.discard(host)
         return {"hosts": [host]}
@@ -458,7 +458,7 @@ class Actors:
         if self.world.operator.dead():
             self.world.operator.start()
         for host in list(self.maintenance):
-            self._op_undrain(host=host, whenCancelled="Abort")
+            self._op_undrain(host=host)
         for thread in list(self.outside.values()):
             thread.join(timeout=150)
 

@@ -211,7 +211,8 @@ def check_conditions(history: Sequence[Mapping[str, Any]], verdict: Verdict) -> 
     it was written until maintenance ends; Placed/Ready only with the domain running on
     status.currentHypervisor."""
     setup = _setup(history)
-    managed = set(setup["guests"]) | set(setup.get("cold", ()))
+    cold = set(setup.get("cold", ()))
+    managed = set(setup["guests"]) | cold
     reads = _reads_of(history)
     api = _of(history, "api")
     end = max((r["t"] for r in history), default=0.0)
@@ -268,7 +269,9 @@ def check_conditions(history: Sequence[Mapping[str, Any]], verdict: Verdict) -> 
             verdict.unchecked["ConditionsTrue"] += 1
             continue
         verdict.checks["ConditionsTrue"] += 1
-        if not any(running(d.get(domain)) for d in near):
+        # A shut-off guest is placed where it is defined; a running one where it runs.
+        there = (lambda s: s == "shutoff") if domain in cold else running
+        if not any(there(d.get(domain)) for d in near):
             verdict.add(Violation("ConditionsTrue", "PlacedButNotThere", at,
                                   f"VMMigration {key} says Placed on {host}, but libvirt shows "
                                   f"{domain} there as {[d.get(domain) for d in near]}",
@@ -463,13 +466,20 @@ def shortest_history(history: Sequence[Mapping[str, Any]], violation: Violation,
     """The operations and faults before a violation that touched its domain or host, or
     were global (the operator, the API server): the least a reader needs to replay it."""
     relevant = []
+    faults: set[int] = set()
     for record in history:
         if record["t"] > violation.at:
             break
-        if record.get("k") not in ("op", "fault", "heal"):
+        if record.get("k") == "heal":
+            if record.get("fault") in faults:
+                relevant.append(record)
+            continue
+        if record.get("k") not in ("op", "fault"):
             continue
         hosts = set(record.get("hosts", ()))
         if (record.get("domain") in (None, violation.domain) and not hosts) or \
                 record.get("domain") == violation.domain or violation.host in hosts:
             relevant.append(record)
+            if record.get("k") == "fault":
+                faults.add(record["id"])
     return relevant[-keep:]

@@ -31,7 +31,7 @@ HOME = {"nm-calm": 0, "nm-idle": 1, "nm-web": 2, "nm-db": 0, "nm-warm": 1, "nm-h
 # Users' operations, by weight.
 OPERATIONS = {
     "place": 10, "retarget": 8, "policy": 2, "abort": 2, "unabort": 2, "delete": 2,
-    "drain": 2, "undrain": 2, "outside": 3, "carry": 1, "rebalance": 1,
+    "drain": 4, "undrain": 2, "outside": 3, "carry": 1, "rebalance": 1,
 }
 # Faults, by weight.
 FAULTS = {
@@ -97,7 +97,8 @@ def plan(*, seed: int, seconds: float) -> list[Step]:
         elif what == "policy":
             params["bandwidth"] = rng.choice(BANDWIDTHS)
         elif what in ("drain", "undrain"):
-            params = {"host": rng.choice(HOSTS), "whenCancelled": rng.choice(["Abort", "Finish"])}
+            params = {"host": rng.choice(HOSTS), "whenCancelled": rng.choice(["Abort", "Finish"]),
+                      "mode": rng.choice(["Auto", "NonLive", "Live"])}
         elif what == "outside":
             params["target"] = rng.choice(HOSTS)
         elif what == "carry":

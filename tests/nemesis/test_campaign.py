@@ -14,7 +14,7 @@ from .conftest import REPORTS
 
 # The seed CI always runs (it found the first bugs), and the length of each campaign.
 FIXED_SEED = 20261207
-SECONDS = float(os.environ.get("VMMIGRATION_NEMESIS_SECONDS", "120"))
+SECONDS = float(os.environ.get("VMMIGRATION_NEMESIS_SECONDS", "100"))
 
 pytestmark = [pytest.mark.timeout(SECONDS + campaign.SETTLE_SECONDS + 300)]
 
