@@ -43,7 +43,11 @@ REPO = Path(__file__).resolve().parents[2]
 # bed's recovery test, 6 the fault tier. A soak beside CI takes another.
 SUBNET = int(os.environ.get("VMMIGRATION_NEMESIS_SUBNET", "7"))
 ADDRESS = os.environ.get("VMMIGRATION_NEMESIS_ADDRESS", f"127.0.{10 + SUBNET}.1")
-SETTLE_SECONDS = 300.0  # liveness: the bound, after healing, for every spec to be met
+SETTLE_SECONDS = 300.0
+# Each host's migration link, as a data centre's is: a cap the moves share, so a NonLive
+# copy or a hybrid's suspended rest lasts seconds (the window a drain must not miss).
+LINK_MBIT = 160.0
+RATES = {name: float(dirty["dirty_rate_mib"]) for name, dirty in GUESTS.items()}  # liveness: the bound, after healing, for every spec to be met
 NAMESPACE = "default"
 
 
@@ -146,6 +150,7 @@ def world(*, subnet: int = SUBNET, address: str = ADDRESS) -> Iterator[World]:
                          host=sandbox.hosts[HOME[name]], timeout_seconds=120)
         sandbox.define(sandbox.guest_spec(COLD, memory_mib=64, disks=(_cold_disk(sandbox),),
                                           disk_format="raw"), host=sandbox.hosts[HOME[COLD]])
+        shape_links(sandbox)
         logs = root / "operator"
         env = {**OPERATOR_ENV, "VMMIGRATION_METRICS_ADDRESS": address,
                "VMMIGRATION_METRICS_PORT": str(_free_port(address)),
@@ -159,6 +164,12 @@ def world(*, subnet: int = SUBNET, address: str = ADDRESS) -> Iterator[World]:
             operator.stop()
         plane.down()
         sandbox.down()
+
+
+def shape_links(sandbox: Sandbox) -> None:
+    """Every host's migration link back at its cap (a heal lifts every shaping)."""
+    for daemon in sandbox.hosts:
+        sandbox.shape(daemon, rate_mbit=LINK_MBIT)
 
 
 # ---- the generator and the nemesis --------------------------------------------------
@@ -405,16 +416,16 @@ class Actors:
             return
         elif what == "cut-link":
             sandbox.cut_link(d[host], link=params["link"])
-            heal = lambda: sandbox.heal(d[host])  # noqa: E731
+            heal = lambda: (sandbox.heal(d[host]), shape_links(sandbox))  # noqa: E731
         elif what == "reset-link":
             sandbox.reset_link(d[host], link=params["link"])
-            heal = lambda: sandbox.heal(d[host])  # noqa: E731
+            heal = lambda: (sandbox.heal(d[host]), shape_links(sandbox))  # noqa: E731
         elif what == "lossy-link":
             sandbox.lose(d[host], percent=30, link="migration")
-            heal = lambda: sandbox.heal(d[host])  # noqa: E731
+            heal = lambda: (sandbox.heal(d[host]), shape_links(sandbox))  # noqa: E731
         elif what == "partition":
             sandbox.partition(d[host], d[other])
-            heal = lambda: sandbox.heal(None)  # noqa: E731
+            heal = lambda: (sandbox.heal(None), shape_links(sandbox))  # noqa: E731
         elif what == "kill-target-qemu":
             states = _where(self.world.uris, domain or "")
             if not (states.get(host) or "").startswith("paused"):
@@ -448,6 +459,7 @@ class Actors:
         """Every fault undone, every maintenance ended, every outside move finished."""
         sandbox = self.world.sandbox
         sandbox.heal(None)
+        shape_links(sandbox)
         for daemon in sandbox.hosts:
             pid = daemons.daemon_pid(daemon)
             if pid is None:
@@ -515,8 +527,9 @@ def run(world: World, *, seed: int, seconds: float, history_dir: Path) -> Outcom
     steps = plan(seed=seed, seconds=seconds)
     begun = _now()
     history({"k": "setup", "seed": seed, "seconds": seconds, "guests": sorted(GUESTS), "cold": [COLD],
+             "dirty_rates_mib": RATES,
              "hosts": list(HOSTS), "plan": [s.as_record() for s in steps]})
-    sampler = observer.Sampler(world.uris, history)
+    sampler = observer.Sampler(world.uris, history, interval=0.2)
     watches = [observer.Watch(kubectl=world.kubectl_command(), resource=resource, kind=kind,
                               record=history, all_namespaces=resource != "hypervisors")
                for resource, kind in (("hypervisors", "Hypervisor"), ("vmmigrations", "VMMigration"),
@@ -535,7 +548,10 @@ def run(world: World, *, seed: int, seconds: float, history_dir: Path) -> Outcom
                 time.sleep(delay)
             if _now() > begun + seconds:
                 break
-            (actors.operate if kind == "op" else actors.strike)(step)
+            try:
+                (actors.operate if kind == "op" else actors.strike)(step)
+            except Exception as error:  # a lever that failed is recorded, and the run goes on
+                history({"k": "note", "what": f"{step.what} failed: {error}"[:400]})
 
     threads = [threading.Thread(target=carry_out, args=(kind,), name=kind) for kind in ("op", "fault")]
     for thread in threads:
@@ -549,7 +565,7 @@ def run(world: World, *, seed: int, seconds: float, history_dir: Path) -> Outcom
     while _now() - healed < SETTLE_SECONDS:
         try:
             reads = {r[0]: r[3] for r in sampler.round()["reads"]}
-            unsettled = checker.settled(_objects(world.kubectl), reads)
+            unsettled = checker.settled(_objects(world.kubectl), reads, RATES)
         except Exception as error:  # the API server may still be coming back
             unsettled = [f"cannot read the fleet: {error}"]
         if not unsettled:

@@ -374,6 +374,22 @@ def check_events(history: Sequence[Mapping[str, Any]], verdict: Verdict) -> None
 
 # ---- 5: liveness -----------------------------------------------------------------
 
+# A live copy cannot converge when the guest rewrites memory at half the copy's cap or
+# faster (the rest of the cap must outrun the rewrite of its hot set, pass after pass).
+NON_CONVERGING_SHARE = 0.5
+
+
+def _cannot_converge(vmm: Mapping[str, Any], rates: Mapping[str, float]) -> bool:
+    """A failure to converge whose cause is still true: the guest dirties memory fast
+    enough, for the bandwidth its spec caps the move at, that a live copy never ends."""
+    spec, status = vmm.get("spec") or {}, vmm.get("status") or {}
+    failure = status.get("lastFailure") or {}
+    cap = (spec.get("policy") or {}).get("bandwidthMiBPerSecond") or 0
+    rate = rates.get(spec.get("domain", ""), 0.0)
+    return (failure.get("reason") == "TimedOut" and "converge" in (failure.get("message") or "")
+            and cap > 0 and rate >= NON_CONVERGING_SHARE * cap)
+
+
 # Blocked reasons whose cause the checker can confirm from the objects themselves.
 def _cause_still_true(reason: str, vmm: Mapping[str, Any], hypervisors: Mapping[str, Any]) -> bool:
     spec = vmm.get("spec") or {}
@@ -385,11 +401,13 @@ def _cause_still_true(reason: str, vmm: Mapping[str, Any], hypervisors: Mapping[
     return False
 
 
-def settled(objects: Mapping[str, Any], reads: Mapping[str, Any] | None) -> list[str]:
+def settled(objects: Mapping[str, Any], reads: Mapping[str, Any] | None,
+            rates: Mapping[str, float] | None = None) -> list[str]:
     """What still keeps the fleet from the state its specs ask for (empty: settled).
 
     ``objects`` has ``vmms`` and ``hypervisors`` (by name, as the API returns them);
-    ``reads`` maps each host to its domains (None: not answering)."""
+    ``reads`` maps each host to its domains (None: not answering); ``rates`` each
+    guest's dirty rate in MiB/s, as the campaign made it."""
     wrong: list[str] = []
     hypervisors = objects["hypervisors"]
     for name, hv in sorted(hypervisors.items()):
@@ -414,6 +432,8 @@ def settled(objects: Mapping[str, Any], reads: Mapping[str, Any] | None) -> list
             continue
         if phase == "Displaced" and ((hypervisors.get(spec.get("targetHypervisor")) or {})
                                      .get("spec") or {}).get("maintenance"):
+            continue
+        if phase == "Failed" and _cannot_converge(vmm, rates or {}):
             continue
         if phase != "Placed":
             wrong.append(f"{name} is {phase} ({ready.get('reason')}: {ready.get('message')})")

@@ -153,3 +153,14 @@ def test_the_checker_keeps_only_the_history_that_touched_the_broken_thing() -> N
     first = check(history).violations[0]
     kept = [r["what"] for r in shortest_history(history, first)]
     assert kept == ["place", "kill-operator"]
+
+
+def test_the_checker_accepts_a_failure_to_converge_only_where_the_guest_outruns_the_copy() -> None:
+    vmm = {"spec": {"domain": "vm", "targetHypervisor": "kvm-a", "policy": {"bandwidthMiBPerSecond": 16}},
+           "status": {"phase": "Failed", "currentHypervisor": "kvm-b",
+                      "lastFailure": {"reason": "TimedOut",
+                                      "message": "migration of vm did not converge (Forecast)"},
+                      "conditions": [{"type": "Ready", "status": "False", "reason": "Backoff"}]}}
+    objects = {"hypervisors": {}, "vmms": {"vm": vmm}}
+    assert settled(objects, {}, {"vm": 16.0}) == []
+    assert settled(objects, {}, {"vm": 1.0}) != []
