@@ -12,8 +12,9 @@ from . import campaign
 from .campaign import World
 from .conftest import REPORTS
 
-# The seed CI always runs (it found the first bugs), and the length of each campaign.
-FIXED_SEED = 20261207
+# The seed CI always runs (it found the watched Drained bug: its first operation drains a
+# host in NonLive mode), and the length of each campaign.
+FIXED_SEED = 4
 SECONDS = float(os.environ.get("VMMIGRATION_NEMESIS_SECONDS", "100"))
 
 pytestmark = [pytest.mark.timeout(SECONDS + campaign.SETTLE_SECONDS + 300)]
