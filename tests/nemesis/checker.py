@@ -34,12 +34,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# A guest may be paused or away on every host for this long, plus any fault that
-# overlapped the stretch (a frozen or killed libvirtd holds a suspended source
-# until it is back): the longest planned suspend here (a hybrid's last copy of at
-# most 128 MiB at 16 MiB/s) is 8 s, and a retry after an interrupted switch-over
-# waits its backoff (at most 10 s in the campaign's settings).
+# A guest may be paused or away on every host for its move's forecast downtime (the
+# largest status.plan.downtimeMs of its VMMigrations in the minute before), plus any
+# fault that overlapped the stretch (a frozen or killed libvirtd holds a suspended
+# source until it is back), plus this margin: a forecast's error, two NonLive copies
+# sharing one link, and a retry's backoff (at most 10 s in the campaign's settings).
 PAUSE_MARGIN_SECONDS = 30.0
+FORECAST_LOOKBACK_SECONDS = 60.0
 # A Placed/Ready write is checked against reads of its host this close to it.
 PLACED_WINDOW_SECONDS = 3.0
 # A DriftDetected Event is true if someone other than the operator moved (or
@@ -121,6 +122,13 @@ def check_rounds(history: Sequence[Mapping[str, Any]], verdict: Verdict) -> None
     setup = _setup(history)
     guests, cold = list(setup["guests"]), list(setup.get("cold", ()))
     faults = _fault_windows(history)
+    forecasts: dict[str, list[tuple[float, float]]] = defaultdict(list)  # domain: (t, seconds)
+    for record in _of(history, "api"):
+        if record["kind"] == "VMMigration":
+            planned = ((record["obj"].get("status") or {}).get("plan") or {}).get("downtimeMs")
+            if planned:
+                forecasts[(record["obj"].get("spec") or {}).get("domain", "")].append(
+                    (record["t"], planned / 1000))
     away_since: dict[str, float] = {}
     reported_away: set[str] = set()
     for record in _of(history, "round"):
@@ -155,13 +163,16 @@ def check_rounds(history: Sequence[Mapping[str, Any]], verdict: Verdict) -> None
             since = away_since.setdefault(domain, record["t"])
             overlapping = sum(min(end, record["t"]) - max(start, since)
                               for start, end, _ in faults if start < record["t"] and end > since)
-            allowed = PAUSE_MARGIN_SECONDS + max(0.0, overlapping)
+            forecast = max((seconds for at, seconds in forecasts.get(domain, ())
+                            if since - FORECAST_LOOKBACK_SECONDS <= at <= record["t"]), default=0.0)
+            allowed = PAUSE_MARGIN_SECONDS + max(0.0, overlapping) + forecast
             if record["t"] - since > allowed and domain not in reported_away:
                 reported_away.add(domain)
                 verdict.add(Violation("NeverLost", "RunningNowhere", record["t"],
                                       f"{domain} has run on no host for {record['t'] - since:.1f} s "
                                       f"(allowed {allowed:.1f} s: {PAUSE_MARGIN_SECONDS:.0f} s plus "
-                                      f"{overlapping:.1f} s of faults)", domain=domain))
+                                      f"{overlapping:.1f} s of faults plus a forecast downtime of "
+                                      f"{forecast:.1f} s)", domain=domain))
 
 
 def check_serial(history: Sequence[Mapping[str, Any]], verdict: Verdict) -> None:

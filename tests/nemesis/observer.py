@@ -150,6 +150,7 @@ def _reduce(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     else:
         kept.update({k: status.get(k) for k in ("phase", "currentHypervisor", "targetHypervisor",
                                                 "effectiveMode", "domainState")})
+        kept["plan"] = {"downtimeMs": (status.get("plan") or {}).get("downtimeMs")}
     return {"spec": obj.get("spec") or {}, "status": kept,
             "generation": meta.get("generation"), "deleted": False}
 

@@ -164,3 +164,15 @@ def test_the_checker_accepts_a_failure_to_converge_only_where_the_guest_outruns_
     objects = {"hypervisors": {}, "vmms": {"vm": vmm}}
     assert settled(objects, {}, {"vm": 16.0}) == []
     assert settled(objects, {}, {"vm": 1.0}) != []
+
+
+def test_the_checker_allows_a_pause_as_long_as_the_moves_forecast_downtime_plus_the_margin() -> None:
+    planned = {"t": 0.5, "k": "api", "kind": "VMMigration", "name": "vm",
+               "obj": {"spec": {"domain": "vm"},
+                       "status": {"phase": "Migrating", "plan": {"downtimeMs": 20_000}, "conditions": []}}}
+    paused = [setup(), planned, *(round_(t, {"vm": "paused:migration"}, {}) for t in range(1, 45)),
+              round_(46, {"vm": "running"}, {}), final(47)]
+    assert rules(paused) == []
+    longer = [setup(), planned, *(round_(t, {"vm": "paused:migration"}, {}) for t in range(1, 60)),
+              final(61)]
+    assert rules(longer) == ["RunningNowhere"]
