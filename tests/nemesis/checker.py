@@ -315,7 +315,11 @@ def check_events(history: Sequence[Mapping[str, Any]], verdict: Verdict) -> None
     no second MigrationStarted while the first's libvirt job still ran."""
     domains_of = {r["name"]: (r["obj"].get("spec") or {}).get("domain")
                   for r in _of(history, "api") if r["kind"] == "VMMigration"}
-    events = sorted((r for r in _of(history, "api") if r["kind"] == "Event"), key=lambda r: r["t"])
+    # Events of an earlier campaign on the same API server come back in the watch's first
+    # list; libvirt's records are read from this campaign's start only, and so are they.
+    begun = _setup(history)["t"]
+    events = sorted((r for r in _of(history, "api") if r["kind"] == "Event" and r["t"] >= begun),
+                    key=lambda r: r["t"])
     others = [r for r in history if (r.get("k") == "op" and r.get("outside"))
               or (r.get("k") == "fault" and r.get("domain"))]
     starts: dict[tuple[str, str], list[float]] = defaultdict(list)

@@ -119,6 +119,8 @@ def test_the_checker_matches_each_success_to_its_own_incoming_qemu_in_libvirts_l
     assert rules([*base, qemu, success, final(6)]) == []
     again = event(9, "MigrationSucceeded", "domain vm moved to kvm-b (Live) in 3.0 s")
     assert rules([*base, qemu, success, again, final(10)]) == ["SucceededWithoutIncomingQemu"]
+    earlier = event(-30, "MigrationSucceeded", "domain vm moved to kvm-b (Live) in 3.0 s")
+    assert rules([earlier, *base, final(6)]) == [], "an earlier campaign's Event is not judged"
 
 
 def test_the_checker_catches_two_started_events_for_one_libvirt_job() -> None:
