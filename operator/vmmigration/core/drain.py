@@ -173,6 +173,9 @@ def plan_drain(*, spec: HypervisorSpec, owner_uid: str, report: HostReport | Non
                          counts=None)
 
     found = {d.name: d for d in report.domains if not is_incoming(d)}
+    # A copy still arriving is not one of the host's VMs yet, but it becomes one when its
+    # move ends: a host receiving one is not empty, whatever the counts say.
+    arriving = sorted(d.name for d in report.domains if is_incoming(d))
     here = sorted(found)
     by_domain: dict[str, list[Managed]] = {}
     for m in migrations:
@@ -220,7 +223,7 @@ def plan_drain(*, spec: HypervisorSpec, owner_uid: str, report: HostReport | Non
         last_progress = now if moved > record.moved else (record.last_progress or record.started)
     counts = Counts(total=total, moved=moved, moving=moving, queued=queued, failed=failed,
                     blocked=len(blockers))
-    state = DRAINED if remaining == 0 else DRAINING
+    state = DRAINED if remaining == 0 and not arriving else DRAINING
     events: list[Notice] = []
     if fresh:
         events.append(Notice("Normal", "DrainStarted",
@@ -256,6 +259,8 @@ def plan_drain(*, spec: HypervisorSpec, owner_uid: str, report: HostReport | Non
                    f"{queued} queued, {failed} failed, {len(blockers)} blocked")
         if blockers:
             summary += " (" + "; ".join(f"{b.domain}: {b.reason}" for b in blockers[:5]) + ")"
+        if arriving:
+            summary += f"; still arriving: {', '.join(arriving[:5])}"
         stuck = bool(blockers) and moving == queued == failed == 0
         condition = Condition("Drained", False, "DrainBlocked" if stuck else "Draining", summary)
     return DrainPass(create=tuple(create), fields={"drain": drain, "displaced": displaced or None},
