@@ -413,6 +413,10 @@ def _cause_still_true(reason: str, vmm: Mapping[str, Any], hypervisors: Mapping[
         return bool(target and ((hypervisors.get(target) or {}).get("spec") or {}).get("maintenance"))
     if reason == "DowntimeBudget":
         return spec.get("mode", "Auto") == "Auto"
+    if reason == "VolumeExists":
+        # A carry back to a host that kept the earlier copy's volume: never overwritten, and
+        # the campaign never removes one, so the cause stays true until a person acts.
+        return spec.get("mode") == "Offline"
     return False
 
 
