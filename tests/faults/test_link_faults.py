@@ -4,10 +4,10 @@ the operator cut off from the source mid-job or from the target before a move, a
 two hosts partitioned from each other.
 
 Every scenario ends with the VM running exactly once (libvirt's view and each host's
-QEMU log), from its first boot, its heartbeat rising and its memory intact, but one: a
-post-copy whose link is reset, on a libvirt that cannot resume post-copy (11.3.0 here),
-ends with both halves held untouched for a person, which the test checks in libvirt
-instead. Every test heals the network it broke, whatever happens.
+QEMU log), from its first boot, its heartbeat rising and its memory intact. The hosts
+run the current flavour (libvirt 12.9), which resumes a paused post-copy; a libvirt that
+cannot (11.3, the previous flavour) is tested in tests/e2e/test_mixed_fleet.py. Every
+test heals the network it broke, whatever happens.
 """
 
 from __future__ import annotations
@@ -93,11 +93,24 @@ def _into_post_copy(*, kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., G
     return watch
 
 
-def test_the_migration_link_cut_during_post_copy_is_waited_out_and_the_vm_ends_on_the_target_intact(
+def _can_resume(sandbox: Sandbox) -> None:
+    """These tests run on hosts whose libvirt resumes post-copy (the current flavour);
+    the previous flavour's refusal is tested in tests/e2e/test_mixed_fleet.py."""
+    with Host(sandbox.hosts[1].uri) as conn:
+        why = recovery.blocker(policy=recovery.ResumePolicy.AUTO, target=conn.versions())
+    assert why is None, f"the fault tier needs hosts that can resume post-copy: {why}"
+
+
+def test_the_migration_link_cut_for_20_s_during_post_copy_is_waited_out_and_the_vm_ends_on_the_target_intact(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
+    """A silent cut leaves both QEMU sockets open: TCP resends what the cut swallowed once
+    the link is back, and the stream carries on by itself, with no resume needed. (Failing
+    the sockets early, with a short tcp_retries2, can leave the target waiting forever for
+    a page it already asked for: docs/network.md, "Post-copy and a cut link".)"""
+    _can_resume(sandbox)
     # Strike once the target runs the VM, not during the switch-over itself (see
-    # docs/network.md: a cut inside that window wedges QEMU's incoming side here).
+    # docs/network.md: a cut inside that window wedges QEMU's incoming side).
     watch = _into_post_copy(kubectl=kubectl, sandbox=sandbox, boot=boot, name=name, vmm=vmm)
     target = sandbox.hosts[1]
     sandbox.cut_link(target)
@@ -110,70 +123,43 @@ def test_the_migration_link_cut_during_post_copy_is_waited_out_and_the_vm_ends_o
         TIMINGS["post-copy cut: cut to Recovering shown"] = time.monotonic() - cut
         assert "link" in waiting["message"], waiting
         assert kubectl.status(name)["phase"] == "Migrating"
-        pause(3)
+        pause(max(0.0, 20.0 - (time.monotonic() - cut)))
     finally:
         sandbox.heal(target)
     healed_at = time.monotonic()
     placed = assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
                                  placed_on="kvm-b")
-    TIMINGS["post-copy cut: heal to Placed"] = time.monotonic() - healed_at
+    TIMINGS["post-copy cut (20 s): heal to Placed"] = time.monotonic() - healed_at
     assert placed["attempts"] == 1 and placed["effectiveMode"] == "PostCopy", placed
     assert libvirt_migrations(sandbox, name) == 1
 
 
-def test_the_migration_link_reset_during_post_copy_is_resumed_or_left_split_with_the_advice(
+def test_the_migration_link_reset_during_post_copy_is_resumed_by_the_operator_once_it_is_back(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
-    """A reset fails QEMU's sockets at once, so post-copy pauses on both hosts. Where the
-    target's libvirt can resume post-copy, the operator does it by itself once the link is
-    back; where it is known to crash on a resume (libvirt 11.2.0 on, 11.3.0 here), the
-    operator leaves both halves untouched and says what a person must do."""
+    """A reset fails QEMU's sockets at once, so post-copy pauses on both hosts by itself;
+    the operator resumes it once the link is back."""
+    _can_resume(sandbox)
     watch = _into_post_copy(kubectl=kubectl, sandbox=sandbox, boot=boot, name=name, vmm=vmm)
     target = sandbox.hosts[1]
-    with Host(target.uri) as conn:
-        blocked = recovery.blocker(policy=recovery.ResumePolicy.AUTO, target=conn.versions())
     sandbox.reset_link(target)
     reset = time.monotonic()
     try:
-        if blocked is None:
-            waiting = wait_until(
-                lambda: "paused on both hosts" in kubectl.condition(name, "Progressing").get(
-                    "message", "") and kubectl.condition(name, "Progressing"), timeout=60,
-                interval=0.2, what="the status to say the operator resumes the split post-copy")
-            TIMINGS["post-copy reset: reset to Recovering shown"] = time.monotonic() - reset
-            assert waiting["reason"] == "Recovering", waiting
-            pause(5)  # a resume or two fails against the reset link, then backs off
-        else:
-            failed = kubectl.wait_phase(name, "Failed", timeout=90)
-            TIMINGS["post-copy reset: reset to Failed for a person"] = time.monotonic() - reset
+        waiting = wait_until(
+            lambda: "paused on both hosts" in kubectl.condition(name, "Progressing").get(
+                "message", "") and kubectl.condition(name, "Progressing"), timeout=60,
+            interval=0.2, what="the status to say the operator resumes the split post-copy")
+        TIMINGS["post-copy reset: reset to Recovering shown"] = time.monotonic() - reset
+        assert waiting["reason"] == "Recovering", waiting
+        pause(5)  # a resume or two fails against the reset link, then backs off
     finally:
         sandbox.heal(target)
     healed_at = time.monotonic()
-    if blocked is None:
-        placed = assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
-                                     placed_on="kvm-b")
-        TIMINGS["post-copy reset: heal to Placed (resumed)"] = time.monotonic() - healed_at
-        assert placed["effectiveMode"] == "PostCopy", placed
-        # A resume reuses the target's QEMU: libvirt started one incoming migration.
-        assert libvirt_migrations(sandbox, name) == 1
-        return
-    message = failed["lastFailure"]["message"]
-    assert failed["lastFailure"]["reason"] == "LocationSplitPostCopy", failed["lastFailure"]
-    assert blocked.split(" on the target")[0] in message and "--postcopy-resume" in message
-    assert "Do not resume or destroy either half" in message
-    # libvirt's own view: both halves still held where the failure left them, neither
-    # resumed alone, and the target's daemon still up (no resume was sent to crash it).
-    with Host(sandbox.hosts[0].uri) as src, Host(target.uri) as dst:
-        source_half, target_half = src.find(name), dst.find(name)
-    assert source_half is not None and source_half.pause_reason is PauseReason.POST_COPY_FAILED
-    assert target_half is not None and target_half.active
+    placed = assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
+                                 placed_on="kvm-b")
+    TIMINGS["post-copy reset: heal to Placed (resumed)"] = time.monotonic() - healed_at
+    assert placed["effectiveMode"] == "PostCopy", placed
     assert libvirt_migrations(sandbox, name) == 1
-    # The next passes keep it as one split VM (never "running twice"), and move nothing.
-    split = wait_until(lambda: (c := kubectl.condition(name, "Blocked")).get("reason")
-                       == "LocationSplitPostCopy" and c, timeout=60, interval=0.5,
-                       what="the split to be reported as such")
-    assert "post-copy resume" in split["message"], split
-    assert libvirt_migrations(sandbox, name) == 1 and started(kubectl, name) == 1
 
 
 @pytest.mark.parametrize("percent", [0, 2, 10])

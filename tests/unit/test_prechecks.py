@@ -3,7 +3,8 @@
 import pytest
 
 from vmmigration.core.model import MIB, HostVersions, PowerState, Storage
-from vmmigration.core.prechecks import CpuVerdict, SourceFacts, TargetFacts, evaluate
+from vmmigration.adapters.libvirt import machines
+from vmmigration.core.prechecks import CpuVerdict, MachineVerdict, SourceFacts, TargetFacts, evaluate
 
 from .conftest import domain
 
@@ -90,3 +91,67 @@ def test_an_invisible_backing_file_does_not_matter_when_everything_is_copied() -
 def test_a_newer_target_is_fine() -> None:
     newer = HostVersions(libvirt=12_000_000, hypervisor=11_000_000)
     assert evaluate(source=source(), target=target(versions=newer), storage=Storage.SHARED) == []
+
+
+OLDER = HostVersions(libvirt=11_003_000, hypervisor=10_000_002)
+NEWER = HostVersions(libvirt=12_009_000, hypervisor=11_001_003)
+
+
+def test_a_move_to_an_older_libvirt_and_qemu_is_refused_by_default_saying_how_to_allow_it() -> None:
+    found = evaluate(source=source(versions=NEWER), target=target(versions=OLDER),
+                     storage=Storage.SHARED)
+    assert [f.reason for f in found] == ["TargetOlder", "TargetOlder"]
+    assert "policy.allowOlderTarget" in found[0].message
+
+
+def test_an_allowed_backward_move_passes_when_the_older_qemu_has_the_guests_machine_type() -> None:
+    machine = MachineVerdict(machine="pc-i440fx-10.0")
+    assert evaluate(source=source(versions=NEWER), target=target(versions=OLDER, machine=machine),
+                    storage=Storage.SHARED, allow_older=True) == []
+
+
+def test_an_allowed_backward_move_is_refused_when_the_older_qemu_lacks_the_machine_type() -> None:
+    machine = MachineVerdict(machine="pc-i440fx-11.1", supported=False,
+                             offered=("pc-i440fx-10.0", "pc-i440fx-9.2"))
+    found = evaluate(source=source(versions=NEWER), target=target(versions=OLDER, machine=machine),
+                     storage=Storage.SHARED, allow_older=True)
+    assert [f.reason for f in found] == ["MachineTypeUnsupported"]
+    assert "QEMU 10.0.2 has no machine type pc-i440fx-11.1" in found[0].message
+    assert "pc-i440fx-10.0" in found[0].message
+
+
+def test_an_allowed_backward_move_is_still_refused_for_a_cpu_model_the_older_side_lacks() -> None:
+    found = evaluate(source=source(versions=NEWER),
+                     target=target(versions=OLDER, cpu=CpuVerdict(compatible=False, detail="no la57")),
+                     storage=Storage.SHARED, allow_older=True)
+    assert [f.reason for f in found] == ["CpuIncompatible"]
+
+
+def test_a_newer_qemu_that_dropped_an_old_machine_type_is_refused_going_forward_too() -> None:
+    machine = MachineVerdict(machine="pc-i440fx-1.4", supported=False)
+    found = evaluate(source=source(versions=OLDER), target=target(versions=NEWER, machine=machine),
+                     storage=Storage.SHARED)
+    assert [f.reason for f in found] == ["MachineTypeUnsupported"]
+
+
+CAPABILITIES = """<capabilities><host/>
+  <guest><os_type>hvm</os_type><arch name='x86_64'>
+    <machine maxCpus='255'>pc-i440fx-10.0</machine>
+    <machine canonical='pc-i440fx-10.0' maxCpus='255'>pc</machine>
+    <machine maxCpus='255'>pc-i440fx-9.2</machine>
+    <machine maxCpus='4096'>pc-q35-10.0</machine>
+    <domain type='qemu'/></arch></guest>
+</capabilities>"""
+
+
+def domain_xml(machine: str) -> str:
+    return (f"<domain type='qemu'><name>g</name><os><type arch='x86_64' machine='{machine}'>"
+            "hvm</type></os></domain>")
+
+
+def test_the_machine_types_a_qemu_offers_are_read_from_libvirts_capabilities() -> None:
+    assert machines.verdict(capabilities_xml=CAPABILITIES,
+                            domain_xml=domain_xml("pc-i440fx-9.2")).supported
+    missing = machines.verdict(capabilities_xml=CAPABILITIES, domain_xml=domain_xml("pc-i440fx-11.1"))
+    assert not missing.supported
+    assert missing.offered == ("pc-i440fx-10.0", "pc-i440fx-9.2")

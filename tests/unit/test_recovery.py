@@ -36,6 +36,11 @@ BROKEN = HostVersions(libvirt=11_003_000, hypervisor=10_000_002)
     (recovery.ResumePolicy.AUTO, FIXED, False),
     (recovery.ResumePolicy.AUTO, BROKEN, True),
     (recovery.ResumePolicy.AUTO, HostVersions(libvirt=11_002_000, hypervisor=0), True),
+    (recovery.ResumePolicy.AUTO, HostVersions(libvirt=11_003_999, hypervisor=0), True),
+    # 11.4.0 fixed the crash: the current flavour's 12.9.0 resumes in the test bed.
+    (recovery.ResumePolicy.AUTO, HostVersions(libvirt=11_004_000, hypervisor=0), False),
+    (recovery.ResumePolicy.AUTO, HostVersions(libvirt=12_009_000, hypervisor=11_001_003), False),
+    (recovery.ResumePolicy.AUTO, HostVersions(libvirt=11_001_000, hypervisor=0), False),
     (recovery.ResumePolicy.ALWAYS, BROKEN, False),
     (recovery.ResumePolicy.NEVER, FIXED, True),
 ])
@@ -44,7 +49,7 @@ def test_a_resume_is_tried_unless_the_targets_libvirt_crashes_on_it_or_the_owner
     why = recovery.blocker(policy=policy, target=versions)
     assert (why is not None) is blocked
     if policy is recovery.ResumePolicy.AUTO and blocked:
-        assert "11.3.0" in why or "11.2.0" in why  # type: ignore[operator]
+        assert "11.3." in why or "11.2." in why  # type: ignore[operator]
 
 
 def test_the_wait_between_resumes_doubles_up_to_its_cap() -> None:
@@ -154,7 +159,7 @@ def test_a_split_vm_is_resumed_with_backoff_until_the_link_carries_it_to_the_tar
     assert result.mode is EffectiveMode.POST_COPY
     assert world.source is None and world.target == _domain(PowerState.RUNNING)
     assert len(world.resume_flags) == 3 and all(f.post_copy_resume for f in world.resume_flags)
-    assert sleeps == [2.0, 4.0]
+    assert sleeps == [1.0, 2.0]
     waiting = [u.waiting_for_link for u in updates if u.waiting_for_link]
     assert waiting and all("paused on both hosts" in w for w in waiting)
     assert any("Connection reset by peer" in w for w in waiting), waiting
@@ -163,7 +168,7 @@ def test_a_split_vm_is_resumed_with_backoff_until_the_link_carries_it_to_the_tar
 def test_a_target_that_does_not_answer_is_waited_for_without_trying_a_resume() -> None:
     world, sleeps, updates = World(target_answers=[False, False, True]), [], []  # type: ignore[var-annotated]
     _resume(_engine(world, sleeps), world, updates)
-    assert len(world.resume_flags) == 1 and sleeps == [2.0, 4.0]
+    assert len(world.resume_flags) == 1 and sleeps == [1.0, 2.0]
     assert any("does not answer" in (u.waiting_for_link or "") for u in updates)
 
 

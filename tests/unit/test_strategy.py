@@ -48,6 +48,19 @@ def test_auto_chooses_live_when_it_fits_else_the_quickest_allowed_fallback_that_
     assert plan.strategy is expected, plan.why
 
 
+def test_auto_never_chooses_post_copy_into_a_target_that_could_not_resume_it_and_says_why() -> None:
+    policy = Policy(on_timeout=OnTimeout.POST_COPY, over_downtime_budget=OverBudget.LEAST_DOWNTIME)
+    crashes = "libvirt 11.3.0 on the target crashes on a post-copy resume"
+    plan = plans.make(requested=Mode.AUTO, policy=policy,
+                      measured=dataclasses.replace(BUSY, post_copy_blocker=crashes))
+    assert plan.strategy is Strategy.NON_LIVE, plan.why
+    assert f"post-copy is not an option: {crashes}" in plan.why
+    # The same guest into a target that can resume it: post-copy, its degraded time forecast.
+    able = plans.make(requested=Mode.AUTO, policy=policy, measured=BUSY)
+    assert able.strategy is Strategy.POST_COPY and "not an option" not in able.why
+    assert able.chosen is not None and able.chosen.degraded_seconds > 0
+
+
 def test_a_guest_no_allowed_strategy_can_move_within_the_budget_is_blocked_with_the_numbers() -> None:
     plan = plans.make(requested=Mode.AUTO, policy=Policy(), measured=BUSY)
     assert plan.strategy is None and not plan.within_budget

@@ -107,6 +107,9 @@ class _StatsColumn(ProgressColumn):
               help="Remove the definition from the source (libvirt's own default keeps it).")
 @click.option("--allow-unsafe", is_flag=True,
               help="Skip libvirt's storage safety check, for shared storage it cannot recognise.")
+@click.option("--allow-older-target", is_flag=True,
+              help="Allow a move to an older libvirt or QEMU (rolling an upgrade back); the "
+                   "guest's machine type and CPU model are still checked against it.")
 @click.option("--adopt", is_flag=True,
               help="Take over a migration job of DOMAIN that is already running (after a crash) "
                    "instead of starting one; the policy options apply to it.")
@@ -120,7 +123,7 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
             bandwidth: int, max_downtime: int, auto_converge: bool, compressed: bool,
             parallel: int, p2p: bool, storage: str, target_pool: str | None,
             delete_source_volumes: bool, persist: bool, undefine_source: bool,
-            allow_unsafe: bool, adopt: bool, as_json: bool, record: Path | None,
+            allow_unsafe: bool, allow_older_target: bool, adopt: bool, as_json: bool, record: Path | None,
             plot: Path | None) -> None:
     """Migrate DOMAIN from one libvirt host to another, showing live progress.
 
@@ -151,6 +154,7 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
             parallel_connections=parallel,
             peer_to_peer=p2p,
             allow_unsafe=allow_unsafe,
+            allow_older_target=allow_older_target,
         ),
         storage=_STORAGE[storage.lower()],
         persistence=Persistence(persist_on_target=persist, undefine_on_source=undefine_source),

@@ -101,6 +101,9 @@ class Policy:
     # Shared storage that libvirt cannot recognise as shared (a local directory
     # both hosts mount) needs this to pass libvirt's data-safety check.
     allow_unsafe: bool = False
+    # Lets a move go to an older libvirt or QEMU (rolling an upgrade back); the
+    # machine type and CPU model are still checked against the older side.
+    allow_older_target: bool = False
     escalation: Escalation = Escalation.FORECAST
     over_downtime_budget: OverBudget = OverBudget.BLOCK
 

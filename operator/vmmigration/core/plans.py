@@ -47,6 +47,9 @@ class Measured:
     link: LinkRate
     dirty: DirtyRate | None  # None: not measured (an explicit mode takes no time for it)
     running: bool = True
+    # Why a post-copy into the target could not be resumed after a link failure
+    # (its libvirt crashes on a resume, or resuming is turned off); None: it can.
+    post_copy_blocker: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +208,8 @@ def make(*, requested: Mode, policy: Policy, measured: Measured,
         capped=measured.link.source == LINK_POLICY,
         switch_bytes_per_s=measured.link.uncapped_bytes_per_s, overheads=overheads)
     forecasts = forecast.every_strategy(inputs)
-    choice = strategies.choose(forecasts, requested=requested, policy=policy, running=True)
+    choice = strategies.choose(forecasts, requested=requested, policy=policy, running=True,
+                               post_copy_blocker=measured.post_copy_blocker)
     return MovePlan(requested=requested, strategy=choice.strategy, why=choice.why, measured=measured,
                     forecasts=forecasts, within_budget=choice.within_budget,
                     max_downtime_seconds=budget)

@@ -26,6 +26,16 @@ class CpuVerdict:
 
 
 @dataclasses.dataclass(frozen=True)
+class MachineVerdict:
+    """Whether the target's QEMU has the domain's machine type (``pc-q35-10.0``…)."""
+
+    machine: str
+    supported: bool = True
+    # The versioned machine types of the same family the target does have, newest first.
+    offered: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class SourceFacts:
     host: str
     domain: DomainSummary
@@ -48,6 +58,7 @@ class TargetFacts:
     uncreatable_disks: tuple[str, ...] = ()
     # … and backing files the target cannot see (CopyIncremental needs them).
     invisible_backing: tuple[str, ...] = ()
+    machine: MachineVerdict = MachineVerdict(machine="")
 
 
 def check_distinct_hosts(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:
@@ -156,7 +167,31 @@ def check_storage(*, storage: Storage, target: TargetFacts) -> list[Finding]:
     return found
 
 
-def check_versions(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:
+def check_machine(*, source: SourceFacts, target: TargetFacts) -> list[Finding]:
+    """A machine type is the guest's hardware: QEMU cannot start the incoming side without it.
+    An older QEMU lacks the newer versioned types; a newer one drops the oldest."""
+    verdict = target.machine
+    if verdict.supported or not verdict.machine:
+        return []
+    offered = (f" (it offers {', '.join(verdict.offered[:3])})" if verdict.offered else "")
+    return [
+        Finding(
+            "MachineTypeUnsupported",
+            f"{target.host}'s QEMU {format_version(target.versions.hypervisor)} has no machine "
+            f"type {verdict.machine}, which domain {source.domain.name} runs with{offered}; "
+            "a machine type cannot change while the VM runs: move it to a host whose QEMU "
+            "has it, or change it at the VM's next cold boot",
+        )
+    ]
+
+
+def check_versions(*, source: SourceFacts, target: TargetFacts,
+                   allow_older: bool = False) -> list[Finding]:
+    """Vendors support forward moves only. ``allow_older`` (policy.allowOlderTarget) lets a
+    move go back to an older libvirt or QEMU, as rolling an upgrade back needs, and leaves
+    the machine type and CPU checks to refuse what the older side cannot run."""
+    if allow_older:
+        return []
     found = []
     for what, mine, theirs in (
         ("libvirt", source.versions.libvirt, target.versions.libvirt),
@@ -168,20 +203,23 @@ def check_versions(*, source: SourceFacts, target: TargetFacts) -> list[Finding]
                     "TargetOlder",
                     f"{target.host} runs {what} {format_version(theirs)}, older than "
                     f"{format_version(mine)} on {source.host}; migrating to an older "
-                    f"{what} is unsupported",
+                    f"{what} is unsupported unless policy.allowOlderTarget is set (the "
+                    "guest's machine type and CPU model are then checked against it)",
                 )
             )
     return found
 
 
-def evaluate(*, source: SourceFacts, target: TargetFacts, storage: Storage) -> Sequence[Finding]:
+def evaluate(*, source: SourceFacts, target: TargetFacts, storage: Storage,
+             allow_older: bool = False) -> Sequence[Finding]:
     same_host = check_distinct_hosts(source=source, target=target)
     if same_host:
         # Every other check would compare the host with itself and mislead.
         return same_host
     return [
         *check_placement(source=source, target=target),
-        *check_versions(source=source, target=target),
+        *check_versions(source=source, target=target, allow_older=allow_older),
+        *check_machine(source=source, target=target),
         *check_cpu(source=source, target=target),
         *check_memory(source=source, target=target),
         *check_storage(storage=storage, target=target),

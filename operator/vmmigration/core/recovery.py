@@ -25,21 +25,26 @@ class ResumePolicy(str, enum.Enum):
     NEVER = "never"  # leave every split VM to a person
 
 
-# libvirt releases whose target daemon dies on every post-copy resume.
-# From 11.2.0 (which added the sparse save format) the resume passes a NULL
-# file descriptor into qemuProcessIncomingDefNew, which dereferences it: the
-# target's daemon segfaults in Prepare, before QEMU is asked anything. Seen on
-# 11.3.0; no later release has been checked, so the range stays open until one
-# is (then set its upper bound here).
-BROKEN_RESUME: tuple[tuple[int, int | None], ...] = ((11_002_000, None),)
+# libvirt releases whose target daemon dies on every post-copy resume: from
+# 11.2.0 (which added the sparse save format) the resume passes a NULL file
+# descriptor into qemuProcessIncomingDefNew, which dereferences it, and the
+# target's daemon segfaults in Prepare before QEMU is asked anything. libvirt
+# 11.4.0 fixed it ("Fix virtqemud crash when resuming failed post-copy
+# migration" in its NEWS). Seen crashing on 11.3.0 and resuming on 12.9.0,
+# both in the test bed (the previous and current host flavours).
+BROKEN_RESUME: tuple[tuple[int, int | None], ...] = ((11_002_000, 11_004_000),)
 
 
 @dataclasses.dataclass(frozen=True)
 class ResumeLimits:
     """How patiently a split VM is resumed: backoff between tries, then a person."""
 
-    first_delay_seconds: float = 2.0
-    max_delay_seconds: float = 30.0
+    # Short: the VM runs on the target meanwhile, its missing pages on hold, so
+    # every second between a link's return and the next try is felt by the
+    # guest. A try against a link still down costs one call (and TCP's own
+    # connect retries), nothing on either host.
+    first_delay_seconds: float = 1.0
+    max_delay_seconds: float = 5.0
     # A host gone this long is not coming back by itself (a reboot, a dead
     # machine): the status says so and leaves it to a person.
     give_up_after_seconds: float = 1800.0

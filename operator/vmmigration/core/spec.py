@@ -301,6 +301,8 @@ def parse_policy(raw: Any) -> Policy:
                                default=base.peer_to_peer),
             allow_unsafe=_flag(body.get("allowUnsafe"), field="policy.allowUnsafe",
                                default=base.allow_unsafe),
+            allow_older_target=_flag(body.get("allowOlderTarget"), field="policy.allowOlderTarget",
+                                     default=base.allow_older_target),
             escalation=_enum(Escalation, body.get("escalation"), field="policy.escalation",
                              default=base.escalation),
             over_downtime_budget=_enum(OverBudget, body.get("overDowntimeBudget"),

@@ -9,7 +9,9 @@ explicit mode is kept as asked and only forecast. The rule a user can predict:
 
 - Live is always allowed; with ``autoConverge`` it runs throttled;
 - the hybrid is a fallback when ``onTimeout`` is Suspend, post-copy when it is
-  PostCopy: the same opt-ins that let a live move escalate;
+  PostCopy: the same opt-ins that let a live move escalate. Post-copy only
+  where a link failure can be survived: the target's libvirt must be able to
+  resume it, or a cut would leave the VM split for a person;
 - NonLive is a fallback too; it fits a budget only for a copy shorter than it;
 - nothing fits: the least downtime when the policy accepts exceeding the budget,
   that is ``overDowntimeBudget: LeastDowntime``, or ``onTimeout: Suspend``
@@ -43,12 +45,13 @@ class Choice:
         return next((f for f in self.forecasts if f.strategy is self.strategy), None)
 
 
-def allowed(*, policy: Policy, running: bool) -> tuple[Strategy, ...]:
+def allowed(*, policy: Policy, running: bool,
+            post_copy_blocker: str | None = None) -> tuple[Strategy, ...]:
     """What Auto may choose for this policy, in order of preference."""
     if not running:
         return (Strategy.OFFLINE,)
     out = [Strategy.AUTO_CONVERGE if policy.auto_converge else Strategy.LIVE]
-    if policy.on_timeout is OnTimeout.POST_COPY:
+    if policy.on_timeout is OnTimeout.POST_COPY and post_copy_blocker is None:
         out.append(Strategy.POST_COPY)
     if policy.on_timeout is OnTimeout.SUSPEND:
         out.append(Strategy.HYBRID)
@@ -66,13 +69,25 @@ def _seconds(value: float | None) -> str:
 
 
 def choose(forecasts: tuple[Forecast, ...], *, requested: Mode, policy: Policy,
-           running: bool) -> Choice:
+           running: bool, post_copy_blocker: str | None = None) -> Choice:
+    choice = _choose(forecasts, requested=requested, policy=policy, running=running,
+                     post_copy_blocker=post_copy_blocker)
+    if (requested is Mode.AUTO and post_copy_blocker and running
+            and policy.on_timeout is OnTimeout.POST_COPY):
+        return dataclasses.replace(choice, why=f"{choice.why}; post-copy is not an option: "
+                                               f"{post_copy_blocker}")
+    return choice
+
+
+def _choose(forecasts: tuple[Forecast, ...], *, requested: Mode, policy: Policy,
+            running: bool, post_copy_blocker: str | None) -> Choice:
     by = {f.strategy: f for f in forecasts}
     over_budget = policy.over_downtime_budget
     budget = budget_seconds(policy)
     if requested is not Mode.AUTO:
         return _explicit(by, requested=requested, policy=policy, forecasts=forecasts, budget=budget)
-    candidates = [by[s] for s in allowed(policy=policy, running=running) if s in by and by[s].converges]
+    permitted = allowed(policy=policy, running=running, post_copy_blocker=post_copy_blocker)
+    candidates = [by[s] for s in permitted if s in by and by[s].converges]
     if not candidates:
         return Choice(None, "no allowed strategy finishes the move", forecasts, within_budget=False)
     fitting = [f for f in candidates if f.downtime_seconds is not None
@@ -86,7 +101,7 @@ def choose(forecasts: tuple[Forecast, ...], *, requested: Mode, policy: Policy,
                       f"of downtime, within the budget of {_seconds(budget)}", forecasts)
     if fitting:
         best = _quickest(fitting)
-        first = by.get(allowed(policy=policy, running=running)[0])
+        first = by.get(permitted[0])
         why_not = (f"; {first.strategy.value} cannot: {first.note or 'its downtime exceeds the budget'}"
                    if first is not None else "")
         return Choice(best.strategy, f"{best.strategy.value}: quickest ({_seconds(best.duration_seconds)}) "

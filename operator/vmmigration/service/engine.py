@@ -75,6 +75,13 @@ class Engine:
         # ends in a failure that says where the VM runs, not a migration stuck forever.
         self.libvirt_timeout_seconds = libvirt_timeout_seconds
 
+    def _post_copy_blocker(self, target: LibvirtHost) -> str | None:
+        """Why a post-copy into ``target`` could not be resumed after a link failure."""
+        try:
+            return recovery.blocker(policy=self.resumer.policy, target=target.versions())
+        except VirtError as error:
+            return f"the target's libvirt version cannot be read ({error})"
+
     def _open(self, uri: str, *, role: str) -> LibvirtHost:
         try:
             return self.connect(uri, timeout_seconds=self.libvirt_timeout_seconds)
@@ -117,7 +124,7 @@ class Engine:
         with self._connected(request) as (source, target):
             plan = planning.plan(request, source=source, target=target)
             planned = plan_move(request, source=source, domain=plan.domain, measurer=self.measurer,
-                                measure=measure)
+                                measure=measure, post_copy_blocker=self._post_copy_blocker(target))
             if plan.carry is not None:
                 planned = dataclasses.replace(planned, volumes=tuple(plan.carry.as_fields()))
             return planned
@@ -139,7 +146,8 @@ class Engine:
         with self._connected(request) as (source, target):
             plan = planning.plan(request, source=source, target=target)
             if planned is None:
-                planned = plan_move(request, source=source, domain=plan.domain, measurer=self.measurer)
+                planned = plan_move(request, source=source, domain=plan.domain, measurer=self.measurer,
+                                    post_copy_blocker=self._post_copy_blocker(target))
             resolved, plan = planning.resolved(request, plan, planned)
             chosen = planned
 

@@ -12,7 +12,8 @@ from vmmigration.service.ports import LibvirtHost
 
 
 def plan_move(request: MigrationRequest, *, source: LibvirtHost, domain: DomainSummary,
-              measurer: Measurer, measure: bool = False) -> MovePlan:
+              measurer: Measurer, measure: bool = False,
+              post_copy_blocker: str | None = None) -> MovePlan:
     """Auto (or ``measure``) measures what it lacks (a second or four); an explicit mode uses
     only what is known, so a move whose user chose its mode never waits for a measurement."""
     running = domain.state in (PowerState.RUNNING, PowerState.PAUSED)
@@ -28,5 +29,5 @@ def plan_move(request: MigrationRequest, *, source: LibvirtHost, domain: DomainS
     elif running:
         dirty = measurer.recent_dirty_rate(domain)
     measured = Measured(memory_bytes=domain.memory_bytes, in_use=measurer.in_use(domain), link=link,
-                        dirty=dirty, running=running)
+                        dirty=dirty, running=running, post_copy_blocker=post_copy_blocker)
     return plans.make(requested=request.mode, policy=request.policy, measured=measured)

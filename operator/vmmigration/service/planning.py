@@ -72,12 +72,17 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
         host=display_uri(source.uri), domain=domain, versions=source.versions(), disks=disks,
         host_uuid=source.host_uuid(),
     )
+    domain_xml = source.domain_xml(request.domain)
+    machine = target.check_machine(domain_xml=domain_xml)
     facts_target = prechecks.TargetFacts(
         host=display_uri(target.uri),
         versions=target.versions(),
         free_memory_bytes=target.free_memory_bytes(),
         domains=target.domains(),
-        cpu=target.compare_cpu(domain_xml=source.domain_xml(request.domain)),
+        # libvirt cannot compare a CPU for a machine type its QEMU lacks; that finding says it.
+        cpu=(target.compare_cpu(domain_xml=domain_xml) if machine.supported
+             else prechecks.CpuVerdict(compatible=True, detail="not compared")),
+        machine=machine,
         invisible_disks=tuple(d.path for d in invisible),
         host_uuid=target.host_uuid(),
         uncreatable_disks=tuple(d.path for d in invisible if not target.has_pool_for(d.path)),
@@ -86,7 +91,8 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
         ),
     )
     findings = list(
-        prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage)
+        prechecks.evaluate(source=facts_source, target=facts_target, storage=request.storage,
+                           allow_older=request.policy.allow_older_target)
     )
     carry = None
     if carrying and not any(f.reason == "SameHost" for f in findings):

@@ -22,7 +22,7 @@ from vmmigration.core.model import (
     JobProgress,
 )
 from vmmigration.core.planner import MigrationFlags
-from vmmigration.core.prechecks import CpuVerdict
+from vmmigration.core.prechecks import CpuVerdict, MachineVerdict
 
 
 class VolumeReader(Protocol):
@@ -101,6 +101,10 @@ class LibvirtHost(Protocol):
     def free_memory_bytes(self) -> int: ...
 
     def compare_cpu(self, *, domain_xml: str) -> CpuVerdict: ...
+
+    def check_machine(self, *, domain_xml: str) -> MachineVerdict:
+        """Whether this host's QEMU has the domain's machine type."""
+        ...
 
     # domains
     def domains(self) -> tuple[DomainSummary, ...]: ...

@@ -20,6 +20,7 @@ from vmmigration.core.errors import VirtError
 from vmtestbed.controlplane import ControlPlaneError
 from vmtestbed.daemons import DaemonError
 from vmtestbed.guest import GuestBuildError
+from vmtestbed.roots import RootError
 from vmtestbed.testbed import SandboxError
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def main() -> None:
     try:
         cli()
     except (VirtError, SandboxError, DaemonError, GuestBuildError, SettingsError,
-            ControlPlaneError) as error:
+            ControlPlaneError, RootError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
 
@@ -47,13 +48,31 @@ def main() -> None:
 @click.option("--hosts", "count", type=click.IntRange(2, 8), default=2, show_default=True)
 @click.option("--subnet", type=click.IntRange(0, 255), default=0, show_default=True,
               envvar="VMMIGRATION_SANDBOX_SUBNET", help="Hosts are 10.240.SUBNET.2, .3, … (each in its own network namespace)")
+@click.option("--flavour", "flavours", default=None, metavar="NAME[,NAME…]",
+              envvar="VMMIGRATION_HOST_FLAVOUR",
+              help="Which libvirt and QEMU each host runs: current (libvirt 12.9, QEMU 11.1, "
+                   "from a Debian 13 root) or previous (the machine's own libvirt 11.3, "
+                   "QEMU 10.0); one for all hosts, or one per host in order "
+                   "(default current).")
 @click.pass_context
-def sandbox(ctx: click.Context, root: Path | None, count: int, subnet: int) -> None:
+def sandbox(ctx: click.Context, root: Path | None, count: int, subnet: int,
+            flavours: str | None) -> None:
     """Local libvirt hosts on this machine, for the demo and the tests."""
+    from vmtestbed import roots
     from vmtestbed.testbed import Sandbox
 
+    chosen = tuple(f.strip() for f in flavours.split(",")) if flavours else ()
+    for name in chosen:
+        if name not in roots.FLAVOURS:
+            raise click.BadParameter(f"unknown flavour {name!r}: choose from "
+                                     f"{', '.join(sorted(roots.FLAVOURS))}",
+                                     param_hint="--flavour")
+    if len(chosen) > count:
+        raise click.BadParameter(f"{len(chosen)} flavours for {count} hosts",
+                                 param_hint="--flavour")
     settings = Settings.from_env()
-    ctx.obj = Sandbox(root=root or settings.sandbox_dir, count=count, subnet=subnet, settings=settings)
+    ctx.obj = Sandbox(root=root or settings.sandbox_dir, count=count, subnet=subnet,
+                      settings=settings, flavours=chosen)
 
 
 @sandbox.command()

@@ -66,6 +66,14 @@ class Daemon:
     # (where QEMU's stream goes); None for a host on the machine's own network.
     netns: str | None = None
     migration_host: str | None = None
+    # The flavour's root filesystem its libvirtd, sshd and QEMU run from (see
+    # vmtestbed.roots); None runs the machine's own binaries.
+    root_fs: Path | None = None
+    flavour: str = "previous"
+    # Paths outside the host's own directories that its QEMU must see at the
+    # same place (the sandbox's shared storage and guest image), bound into
+    # its root filesystem.
+    shared_paths: tuple[Path, ...] = ()
 
     @property
     def uri(self) -> str:
@@ -263,15 +271,44 @@ def reset_state(daemon: Daemon) -> None:
     (daemon.root / "lib" / "images").mkdir(parents=True, exist_ok=True)
 
 
+def _mount_script(daemon: Daemon) -> str:
+    """The shell that builds the host's mount namespace and execs its libvirtd.
+
+    On the machine's own binaries, the host's private directories are bound
+    over libvirt's fixed paths. From a flavour's root, the same binds go into
+    that root, with the kernel's file systems, a private /run, /tmp and the
+    sandbox's shared paths beside them, and libvirtd is started chrooted
+    there: everything it starts (QEMU, ssh for a peer) is then the flavour's.
+    """
+    root = daemon.root_fs
+    prefix = "" if root is None else str(root)
+    steps: list[str] = []
+    if root is not None:
+        steps += [f"mount --rbind /dev '{root}/dev'", f"mount --rbind /proc '{root}/proc'",
+                  f"mount --rbind /sys '{root}/sys'",
+                  f"mount -t tmpfs -o mode=755 tmpfs '{root}/run'",
+                  f"mkdir -p '{root}/run/libvirt' '{root}/run/sshd'",
+                  f"mount --bind /tmp '{root}/tmp'"]
+        for path in daemon.shared_paths:
+            steps += [f"mkdir -p '{root}{path}'", f"mount --bind '{path}' '{root}{path}'"]
+        # The host's own directory at its own path too: the PID file, its
+        # logs and the sshd set-up are named by machine paths.
+        steps += [f"mkdir -p '{root}{daemon.root}'",
+                  f"mount --bind '{daemon.root}' '{root}{daemon.root}'"]
+    steps += [f"mkdir -p '{prefix}{target}' && mount --bind '{daemon.root / part}' '{prefix}{target}'"
+              for part, target in MOUNTS.items()]
+    chroot = "" if root is None else f"chroot '{root}' "
+    steps.append(f"exec {chroot}/usr/sbin/libvirtd --listen --pid-file '{daemon.pid_file}'")
+    return " && ".join(steps)
+
+
 def start(daemon: Daemon) -> int:
     """Start libvirtd for ``daemon`` in its own mount namespace. Returns its PID."""
-    for target in MOUNTS.values():
-        Path(target).mkdir(parents=True, exist_ok=True)
+    if daemon.root_fs is None:
+        for target in MOUNTS.values():
+            Path(target).mkdir(parents=True, exist_ok=True)
     write_config(daemon)
-    binds = " && ".join(
-        f"mount --bind '{daemon.root / part}' '{target}'" for part, target in MOUNTS.items()
-    )
-    script = f"{binds} && exec libvirtd --listen --pid-file '{daemon.pid_file}'"
+    script = _mount_script(daemon)
     out = open(daemon.root / "daemon.out", "ab")
     # ip netns exec, unshare and sh all exec, so the PID we get is libvirtd's own.
     netns = ["ip", "netns", "exec", daemon.netns] if daemon.netns else []

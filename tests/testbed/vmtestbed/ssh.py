@@ -109,7 +109,8 @@ def start(daemon: Daemon, *, libvirtd_pid: int) -> None:
     # sshd refuses to start without its privilege-separation directory.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log = daemon.root / "log" / "sshd.log"
-    subprocess.run(["nsenter", "-t", str(libvirtd_pid), "-m", "-n", SSHD,
+    # -r: the root libvirtd runs in, so a flavour's host runs its flavour's sshd.
+    subprocess.run(["nsenter", "-t", str(libvirtd_pid), "-m", "-n", "-r", SSHD,
                     "-f", str(_ssh_dir(daemon) / "sshd_config"), "-E", str(log)], check=True,
                    capture_output=True)
     deadline = time.monotonic() + 10.0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vmmigration.core.config import Settings
-from vmtestbed import daemons, guest, ssh
+from vmtestbed import daemons, guest, roots, ssh
 from vmtestbed.daemons import Daemon
 from vmtestbed.network import Link, Network
 
@@ -38,6 +38,18 @@ class Sandbox:
     # (the demo's and the tests') can run side by side.
     subnet: int = 0
     settings: Settings = dataclasses.field(default_factory=Settings.from_env)
+    # Each host's flavour (vmtestbed.roots), by position; hosts past the end
+    # take the last one, and none given takes VMMIGRATION_HOST_FLAVOUR
+    # (default "current"). ``upgrade`` changes one host's for good.
+    flavours: tuple[str, ...] = ()
+
+    def flavour_of(self, index: int) -> str:
+        chosen = self._read_state().get("flavours", {}).get(f"host{index + 1}")
+        if chosen:
+            return str(chosen)
+        if not self.flavours:
+            return roots.default_flavour()
+        return self.flavours[min(index, len(self.flavours) - 1)]
 
     @property
     def network(self) -> Network:
@@ -54,6 +66,9 @@ class Sandbox:
                 root=self.root / "hosts" / f"host{i + 1}",
                 netns=net.namespace(i),
                 migration_host=net.address(i, "migration"),
+                root_fs=roots.flavour(self.flavour_of(i)).path,
+                flavour=self.flavour_of(i),
+                shared_paths=(self.root,),
             )
             for i in range(self.count)
         ]
@@ -99,22 +114,32 @@ class Sandbox:
     def _build(self) -> dict[str, object]:
         for sub in (self.images, self.serial_dir, self.shared / "guest"):
             sub.mkdir(parents=True, exist_ok=True)
+        chosen = {f"host{i + 1}": self.flavour_of(i) for i in range(self.count)}
+        # A fresh start forgets what an earlier upgrade chose.
+        self._write_state({"flavours": chosen})
+        for name in set(chosen.values()):
+            roots.ensure(name)
         for daemon in self.hosts:
             daemons.reset_state(daemon)
         self.network.up()
         ssh.prepare(self.hosts, client_dir=self.ssh_client.private_key.parent)
-        first, *rest = self.hosts
-        pids = {first.name: daemons.start(first)}
-        daemons.wait_ready(first, pid=pids[first.name])
-        self._prime_capabilities(first)
+        # One host per flavour probes its QEMU; the others of that flavour copy its cache.
+        firsts: dict[str, Daemon] = {}
+        for daemon in self.hosts:
+            firsts.setdefault(daemon.flavour, daemon)
+        pids = {first.name: daemons.start(first) for first in firsts.values()}
+        for first in firsts.values():
+            daemons.wait_ready(first, pid=pids[first.name])
+            self._prime_capabilities(first)
+        rest = [d for d in self.hosts if d.name not in pids]
         for daemon in rest:
-            daemons.copy_capabilities(source=first, target=daemon)
+            daemons.copy_capabilities(source=firsts[daemon.flavour], target=daemon)
             pids[daemon.name] = daemons.start(daemon)
         for daemon in rest:
             daemons.wait_ready(daemon, pid=pids[daemon.name])
         for daemon in self.hosts:
             ssh.start(daemon, libvirtd_pid=pids[daemon.name])
-        self._write_state({"hosts": {d.name: pids[d.name] for d in self.hosts}})
+        self._write_state({"flavours": chosen, "hosts": {d.name: pids[d.name] for d in self.hosts}})
         for daemon in self.hosts:
             self._define_pools(daemon)
         state = self._read_state()
@@ -143,6 +168,20 @@ class Sandbox:
         pid = daemons.daemon_pid(host)
         if pid is not None:
             os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def upgrade(self, host: Daemon, *, flavour: str) -> Daemon:
+        """Restart ``host`` on another flavour with its state and storage kept, as a
+        package upgrade and a daemon restart do on a real host. Its guests must be
+        gone first (drain it): a running QEMU would stay on the old binaries."""
+        roots.ensure(flavour)
+        ssh.stop(host)
+        daemons.stop(host)
+        state = self._read_state()
+        state.setdefault("flavours", {})[host.name] = flavour
+        self._write_state(state)
+        upgraded = self.hosts[host.index]
+        self.start_daemon(upgraded)
+        return upgraded
 
     def start_daemon(self, host: Daemon) -> None:
         """Start a stopped host's libvirtd on its existing state: it reconnects to its guests."""
@@ -203,6 +242,7 @@ class Sandbox:
                 "ssh_uri": daemon.ssh_uri,
                 "migration_address": daemon.migration_host,
                 "netns": daemon.netns,
+                "flavour": daemon.flavour,
                 "pid": state.get("hosts", {}).get(daemon.name),
             }
             try:

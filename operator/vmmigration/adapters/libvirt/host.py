@@ -26,6 +26,7 @@ from vmmigration.adapters.libvirt.conversions import (
     source_path,
 )
 from vmmigration.adapters.libvirt.errors import mapped, translated
+from vmmigration.adapters.libvirt import machines
 from vmmigration.adapters.libvirt.volumes import Volumes
 from vmmigration.core.errors import (
     DomainNotFound,
@@ -43,7 +44,7 @@ from vmmigration.core.model import (
     PowerState,
 )
 from vmmigration.core.planner import MigrationFlags
-from vmmigration.core.prechecks import CpuVerdict
+from vmmigration.core.prechecks import CpuVerdict, MachineVerdict
 
 UNLIMITED_MIB_PER_S = (2**63 - 1) >> 20
 
@@ -233,6 +234,11 @@ class Host:
                 return CpuVerdict(compatible=False, detail=error.get_error_message() or "")
             raise mapped(error) from error
         return CpuVerdict(compatible=result != libvirt.VIR_CPU_COMPARE_INCOMPATIBLE)
+
+    def check_machine(self, *, domain_xml: str) -> MachineVerdict:
+        with translated():
+            capabilities = self._conn.getCapabilities()
+        return machines.verdict(capabilities_xml=capabilities, domain_xml=domain_xml)
 
     def disk_visible(self, path: str) -> bool:
         """Whether a storage pool on this host holds ``path``."""
