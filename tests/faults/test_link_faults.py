@@ -127,6 +127,9 @@ def test_the_migration_link_cut_for_20_s_during_post_copy_is_waited_out_and_the_
     finally:
         sandbox.heal(target)
     healed_at = time.monotonic()
+    wait_until(lambda: kubectl.condition(name, "Progressing").get("reason") != "Recovering",
+               timeout=60, interval=0.1, what="the status to say the stream carries data again")
+    TIMINGS["post-copy cut (20 s): heal to data flowing"] = time.monotonic() - healed_at
     placed = assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
                                  placed_on="kvm-b")
     TIMINGS["post-copy cut (20 s): heal to Placed"] = time.monotonic() - healed_at

@@ -153,6 +153,16 @@ class Network:
             # partitioned peer-to-peer connect inside a test's budget. This is
             # a per-namespace setting, as an admin would tune a real host.
             _run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=3")
+            # A post-copy whose link was cut carries on by itself when the link
+            # returns, at TCP's next retransmission, but TCP backs off: after a
+            # 20 s cut its next try came 16 s after the heal, with the guest's
+            # missing pages on hold all the while. Capping the backoff at 1 s
+            # (Linux 6.15 and later) resumes the stream within a second of the
+            # heal; 255 tries keep a silent socket for about 4 minutes, rather
+            # than failing it early, which can strand a target that has nothing
+            # left to resend (docs/network.md, "Post-copy, cut").
+            _run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_rto_max_ms=1000",
+                 "net.ipv4.tcp_retries2=255")
             for link in LINKS:
                 interface, port = INTERFACE[link], self._switch_port(index, link)
                 _run("ip", "link", "add", interface, "netns", ns, "type", "veth",
