@@ -307,9 +307,9 @@ def main() -> None:
           f"at most ~{HEARTBEAT_MS + 3} ms over)")
     print("degraded: from the switch to post-copy to the end of the move (the guest runs on the target, "
           "fetching missing pages over the link)")
-    print("in post-copy the felt figure is the guest's own stall, not the switch-over's pause: memwriter "
-          "prints a heartbeat only between batches of writes, and its first batch on the target (up to "
-          "1 s of writes, its whole region) waits for each page to cross the link")
+    print("memwriter looks at its clock every 64 pages, inside a batch of writes too, so in post-copy "
+          "the felt figure is the longest stall of the guest: the switch-over's pause, or the wait "
+          "for the pages it touches, whichever is longer")
     if hot_results["non-live"]:
         in_use = median(hot_results["non-live"], 2)
         physical = in_use / link_bytes_per_s
