@@ -141,7 +141,7 @@ def test_the_migration_link_cut_for_20_s_during_post_copy_is_waited_out_and_the_
     "known defect, open in issue 28: on libvirt 12.9 / QEMU 11.1 a resume tried while the "
     "reset link is still down can hang in the target's Prepare (its QEMU monitor call never "
     "returns), and the move then never completes: the VM stays running once, on the target, "
-    "its source half paused. Seen in 2 of 4 runs on 2026-12-07; the others resumed in 4.5-4.9 s."))
+    "its source half paused. Seen in 3 of 5 runs on 2026-12-07; the others resumed in 4.5-4.9 s."))
 def test_the_migration_link_reset_during_post_copy_is_resumed_by_the_operator_once_it_is_back(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
