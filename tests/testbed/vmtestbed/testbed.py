@@ -45,8 +45,9 @@ class Sandbox:
 
     def flavour_of(self, index: int) -> str:
         chosen = self._read_state().get("flavours", {}).get(f"host{index + 1}")
-        if chosen:
-            return str(chosen)
+        return str(chosen) if chosen else self._configured_flavour(index)
+
+    def _configured_flavour(self, index: int) -> str:
         if not self.flavours:
             return roots.default_flavour()
         return self.flavours[min(index, len(self.flavours) - 1)]
@@ -58,20 +59,23 @@ class Sandbox:
     @property
     def hosts(self) -> list[Daemon]:
         net = self.network
-        return [
-            Daemon(
+        # The state file is read once here, not once per host and field.
+        chosen = self._read_state().get("flavours", {})
+        hosts = []
+        for i in range(self.count):
+            flavour = str(chosen.get(f"host{i + 1}") or self._configured_flavour(i))
+            hosts.append(Daemon(
                 name=f"host{i + 1}",
                 index=i,
                 address=net.address(i),
                 root=self.root / "hosts" / f"host{i + 1}",
                 netns=net.namespace(i),
                 migration_host=net.address(i, "migration"),
-                root_fs=roots.flavour(self.flavour_of(i)).path,
-                flavour=self.flavour_of(i),
+                root_fs=roots.flavour(flavour).path,
+                flavour=flavour,
                 shared_paths=(self.root,),
-            )
-            for i in range(self.count)
-        ]
+            ))
+        return hosts
 
     @property
     def ssh_client(self) -> ssh.ClientKey:
