@@ -74,7 +74,10 @@ def operator_process(control_plane: ControlPlane, kubectl: Kubectl, sandbox: San
            "VMMIGRATION_METRICS_PORT": str(_free_port(ADDRESS)),
            "VMMIGRATION_HEALTH_ADDRESS": ADDRESS, "VMMIGRATION_HEALTH_PORT": str(_free_port(ADDRESS)),
            # A frozen libvirtd is reported within seconds, not the default 20.
-           "VMMIGRATION_PROBE_TIMEOUT_SECONDS": "5"}
+           "VMMIGRATION_PROBE_TIMEOUT_SECONDS": "5",
+           # A resume stuck in a wedged target's Prepare is handed over in 20 s, not 60
+           # (a well target prepares one in about 1.5 s).
+           "VMMIGRATION_POSTCOPY_RESUME_TRY_SECONDS": "20"}
     operator = start_operator(control_plane=control_plane, kubectl=kubectl,
                               logs=tmp_path_factory.mktemp("faults-operator"), env=env)
     yield operator

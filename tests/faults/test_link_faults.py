@@ -78,10 +78,14 @@ def test_the_migration_link_cut_during_pre_copy_fails_the_move_as_a_broken_link_
 
 
 def _into_post_copy(*, kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch],
-                    name: str, vmm: Callable[..., str]) -> GuestWatch:
+                    name: str, vmm: Callable[..., str], settled: bool = True) -> GuestWatch:
     """A guest dirtying faster than a 40 Mbit/s link, switched to post-copy by the policy
     and running on the target, its missing pages still on the source. (A libvirt cap
-    would not hold post-copy back: its bandwidth is a separate, unlimited setting.)"""
+    would not hold post-copy back: its bandwidth is a separate, unlimited setting.)
+
+    ``settled``: return only once the guest has written heartbeats from the target, so
+    its first interrupts there are past (see the switch-over test below); otherwise
+    return the moment libvirt reports the target running."""
     sandbox.shape(sandbox.hosts[1], rate_mbit=40)
     watch = boot(name, dirty_mib=48, dirty_rate_mib=48)
     vmm(name, domain=name, targetHypervisor="kvm-b", mode="Live",
@@ -90,6 +94,11 @@ def _into_post_copy(*, kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., G
                interval=0.1, what="the switch to post-copy")
     wait_until(lambda: domain_state(sandbox, 1, name) == "Running", timeout=30, interval=0.1,
                what="the target to run the VM in post-copy")
+    if settled:
+        # The source is paused: a heartbeat written from now on was written on the target.
+        seen = watch.count()
+        wait_until(lambda: watch.count() >= seen + 2, timeout=30, interval=0.05,
+                   what="heartbeats from the guest on the target")
     return watch
 
 
@@ -137,16 +146,12 @@ def test_the_migration_link_cut_for_20_s_during_post_copy_is_waited_out_and_the_
     assert libvirt_migrations(sandbox, name) == 1
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open in issue 28: on libvirt 12.9 / QEMU 11.1 a resume tried while the "
-    "reset link is still down can hang in the target's Prepare (its QEMU monitor call never "
-    "returns), and the move then never completes: the VM stays running once, on the target, "
-    "its source half paused. Seen in 3 of 5 runs on 2026-12-07; the others resumed in 4.5-4.9 s."))
 def test_the_migration_link_reset_during_post_copy_is_resumed_by_the_operator_once_it_is_back(
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
     """A reset fails QEMU's sockets at once, so post-copy pauses on both hosts by itself;
-    the operator resumes it once the link is back."""
+    the operator tries to resume it while the link is down (each try refused at once)
+    and resumes it once the link is back."""
     _can_resume(sandbox)
     watch = _into_post_copy(kubectl=kubectl, sandbox=sandbox, boot=boot, name=name, vmm=vmm)
     target = sandbox.hosts[1]
@@ -167,6 +172,45 @@ def test_the_migration_link_reset_during_post_copy_is_resumed_by_the_operator_on
                                  placed_on="kvm-b")
     TIMINGS["post-copy reset: heal to Placed (resumed)"] = time.monotonic() - healed_at
     assert placed["effectiveMode"] == "PostCopy", placed
+    assert libvirt_migrations(sandbox, name) == 1
+    # The VM ran on the target from the switch to the end, the outage included.
+    assert placed["degradedSeconds"] >= 5, placed
+    assert placed["channels"]["postCopyPreempt"] is True, placed["channels"]
+
+
+def test_the_migration_link_reset_at_the_switch_to_post_copy_leaves_the_vm_running_once_and_says_so(
+        kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
+        vmm: Callable[..., str], operator: Operator) -> None:
+    """A reset in the first moments after the switch, before the guest has run on the
+    target, wedges the target's QEMU under TCG: its vCPU fetches the pages its first
+    interrupts need while holding QEMU's global lock, and waits for them for good, so
+    QEMU's monitor never answers again, not even the resume's command (docs/network.md).
+    The operator's resume waits its bounded time (20 s here) and hands the VM to a
+    person: paused on the source, stuck on the target, never running on both, and the
+    status says so."""
+    _can_resume(sandbox)
+    _into_post_copy(kubectl=kubectl, sandbox=sandbox, boot=boot, name=name, vmm=vmm,
+                    settled=False)
+    target = sandbox.hosts[1]
+    sandbox.reset_link(target)
+    reset = time.monotonic()
+    try:
+        wait_until(lambda: "paused on both hosts" in kubectl.condition(name, "Progressing").get(
+            "message", ""), timeout=60, interval=0.2, what="the operator to try a resume")
+        pause(2)
+    finally:
+        sandbox.heal(target)
+    failed = kubectl.wait_phase(name, "Failed", timeout=90)
+    TIMINGS["post-copy reset at the switch: reset to handed to a person"] = time.monotonic() - reset
+    last = failed["lastFailure"]
+    assert last["reason"] == "LocationSplitPostCopy", last
+    assert "no longer answers" in last["message"] and "never on both" in last["message"], last
+    # libvirt's own view: the source half paused by the failed post-copy, the target's the
+    # only one running, one incoming migration.
+    with Host(sandbox.hosts[0].uri) as src:
+        source_half = src.find(name)
+    assert source_half is not None and source_half.pause_reason is PauseReason.POST_COPY_FAILED
+    assert running_on(sandbox, name) == ["kvm-b"]
     assert libvirt_migrations(sandbox, name) == 1
 
 

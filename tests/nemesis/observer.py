@@ -19,6 +19,8 @@ from typing import Any
 
 import libvirt
 
+from vmtestbed import guest
+
 READ_TIMEOUT_SECONDS = 2.0
 
 _PAUSES = {
@@ -263,7 +265,7 @@ def qemu_starts(*, host: str, log_dir: Path, domain: str, since: float) -> list[
 
 
 _HEARTBEAT = re.compile(rb"HB boot=(\w+) n=(\d+) pass=(\d+)")
-_FAILURE = re.compile(rb"CORRUPTION|\bBUG\b|panic(?!=)")
+_FAILURE = guest.FAILURE  # a soft lockup is a stall the faults cause, not damage
 
 
 def serial_facts(*, domain: str, log: Path, healed_at: float) -> dict[str, Any]:

@@ -177,6 +177,16 @@ def test_a_post_copy_whose_link_stalls_waits_for_it_and_is_never_aborted() -> No
     assert decide(policy=Policy(), watch=observe(watch, moving), progress=moving).decision is Decision.CONTINUE
 
 
+def test_a_post_copy_silent_for_45_s_is_paused_once_to_be_resumed_and_never_aborted() -> None:
+    watch = dataclasses.replace(_fold(sample(1.0, 32 * MIB, data_processed=90 * MIB)), in_post_copy=True)
+    dead = sample(47.0, 32 * MIB, data_processed=90 * MIB)
+    assert decide(policy=Policy(), watch=observe(watch, dead), progress=dead,
+                  abort_requested=True) == Verdict(Decision.PAUSE_POST_COPY, Trigger.LINK_STALLED)
+    paused = dataclasses.replace(observe(watch, dead), post_copy_paused=True)
+    assert decide(policy=Policy(), watch=paused, progress=dead) == Verdict(
+        Decision.CONTINUE, Trigger.LINK_STALLED)
+
+
 def test_a_job_still_setting_up_is_never_called_stalled() -> None:
     assert not link_stalled(watch=Watch(), progress=JobProgress(elapsed_seconds=60.0))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -93,6 +95,8 @@ class World:
     resumes_fail: int = 0  # this many resume calls fail before one succeeds
     versions: HostVersions = FIXED
     resume_flags: list[MigrationFlags] = dataclasses.field(default_factory=list)
+    # Set: every resume call blocks until it is set (a target QEMU that never answers).
+    resumes_hang: threading.Event | None = None
 
 
 class ScriptedHost:
@@ -130,6 +134,9 @@ class ScriptedHost:
 
     def migrate(self, name: str, **kwargs: Any) -> None:
         self.world.resume_flags.append(kwargs["flags"])
+        if self.world.resumes_hang is not None:
+            self.world.resumes_hang.wait()
+            raise MigrationFailed("the target's QEMU was ended")
         if self.world.resumes_fail > 0:
             self.world.resumes_fail -= 1
             raise MigrationFailed("Unable to write to socket: Connection reset by peer")
@@ -150,7 +157,8 @@ def _resume(engine: Engine, world: World, updates: list[Update]) -> Any:
         request, plan, MigrationFailed("job 'migration in' failed in post-copy phase"),
         source=ScriptedHost(world, request.source_uri),  # type: ignore[arg-type]
         target=ScriptedHost(world, request.target_uri),  # type: ignore[arg-type]
-        on_update=updates.append, detach=None, started=0.0, last=None)
+        on_update=updates.append, detach=None, started=0.0, last=None,
+        post_copy_since=time.monotonic() - 5.0)
 
 
 def test_a_split_vm_is_resumed_with_backoff_until_the_link_carries_it_to_the_target() -> None:
@@ -163,6 +171,31 @@ def test_a_split_vm_is_resumed_with_backoff_until_the_link_carries_it_to_the_tar
     waiting = [u.waiting_for_link for u in updates if u.waiting_for_link]
     assert waiting and all("paused on both hosts" in w for w in waiting)
     assert any("Connection reset by peer" in w for w in waiting), waiting
+
+
+def test_a_resumed_post_copy_reports_how_long_the_vm_ran_on_the_target_fetching_pages() -> None:
+    world, sleeps, updates = World(), [], []  # type: ignore[var-annotated]
+    result = _resume(_engine(world, sleeps), world, updates)
+    # The switch was 5 s before the resume began; the resume itself is instant here.
+    assert result.degraded_seconds is not None and 5.0 <= result.degraded_seconds < 6.0
+
+
+def test_a_resume_stuck_in_the_targets_prepare_is_handed_to_a_person_once_not_tried_again() -> None:
+    release = threading.Event()
+    world, sleeps, updates = World(resumes_hang=release), [], []  # type: ignore[var-annotated]
+    limits = recovery.ResumeLimits(try_seconds=0.2)
+    try:
+        with pytest.raises(MigrationError) as raised:
+            _resume(_engine(world, sleeps, resume_limits=limits), world, updates)
+    finally:
+        release.set()
+    assert raised.value.reason is Reason.LOCATION_SPLIT
+    assert raised.value.location is Location.SPLIT_POST_COPY
+    message = str(raised.value)
+    assert "no longer answers" in message and "never on both" in message, message
+    assert "--postcopy-resume" not in message  # a resume cannot help a QEMU that is stuck
+    assert len(world.resume_flags) == 1 and sleeps == []
+    assert world.source == SPLIT_SOURCE  # nothing was resumed on its own
 
 
 def test_a_target_that_does_not_answer_is_waited_for_without_trying_a_resume() -> None:

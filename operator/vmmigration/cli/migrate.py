@@ -175,7 +175,8 @@ def migrate(domain: str, source: str, target: str, mode: str, on_timeout: str,
     settings = Settings.from_env()
     engine = virt.engine(poll_interval_seconds=settings.poll_interval_seconds,
                          libvirt_timeout_seconds=settings.libvirt_timeout_seconds,
-                         post_copy_resume=settings.post_copy_resume)
+                         post_copy_resume=settings.post_copy_resume,
+                         post_copy_resume_try_seconds=settings.post_copy_resume_try_seconds)
     run = engine.adopt if adopt else engine.migrate
     trace = Trace(domain=domain)
     began = time.monotonic()

@@ -86,4 +86,6 @@ def show(planned: MovePlan, *, domain: str) -> None:
            f"{'' if inputs['hotSetKnown'] else 'at least '}{mib(inputs['hotSetBytes'])}")
         + f"; link {'unknown' if link is None else mib(link) + '/s'} ({inputs['linkSource']}); "
         f"downtime budget {inputs['maxDowntimeMs']} ms")
+    if planned.channels is not None:
+        console.print(f"streams: {planned.channels.why}")
     console.print(f"[bold]{planned.why}[/]")

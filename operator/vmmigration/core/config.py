@@ -94,6 +94,9 @@ class Settings:
     # Resume a post-copy migration whose link failed: auto (unless the target's
     # libvirt is known to crash on it), always, or never (leave it to a person).
     post_copy_resume: ResumePolicy = ResumePolicy.AUTO
+    # How long one resume may wait in the target's Prepare before the operator
+    # says the target's QEMU is stuck and hands the VM to a person.
+    post_copy_resume_try_seconds: float = 60.0
     # How the operator's log lines are written: text for a person at a terminal,
     # json (one object per line, with the VMMigration and the domain as fields)
     # for a log pipeline.
@@ -193,6 +196,8 @@ class Settings:
             health_address=env.get("VMMIGRATION_HEALTH_ADDRESS", defaults.health_address),
             health_port=int(number("VMMIGRATION_HEALTH_PORT", defaults.health_port, 0, 65535)),
             post_copy_resume=resume,
+            post_copy_resume_try_seconds=number("VMMIGRATION_POSTCOPY_RESUME_TRY_SECONDS",
+                                                defaults.post_copy_resume_try_seconds, 5, 3600),
             log_format=log_format,
         )
 

@@ -18,6 +18,7 @@ class Decision(str, enum.Enum):
     CONTINUE = "Continue"
     SUSPEND_SOURCE = "SuspendSource"
     START_POST_COPY = "StartPostCopy"
+    PAUSE_POST_COPY = "PausePostCopy"
     ABORT = "Abort"
 
 
@@ -54,6 +55,7 @@ class Watch:
     best_at_seconds: float = 0.0
     escalated: bool = False
     in_post_copy: bool = False
+    post_copy_paused: bool = False  # the operator paused a dead post-copy stream to resume it
     # The most bytes the job has sent, and when that figure last grew.
     processed: int = 0
     processed_at_seconds: float | None = None
@@ -73,6 +75,12 @@ class Watch:
 # shaped to 1 Mbit/s moves bytes every poll; a guest that dirties faster than
 # the link is slow, not stalled, and remains the escalation rules' business.
 LINK_STALL_SECONDS = 10.0
+# A post-copy whose link has carried nothing this long is paused on purpose
+# (libvirt's post-copy abort keeps both halves) so that a resume can rebuild its
+# streams: TCP resends what a cut swallowed within about a second of the link's
+# return (the test bed caps its backoff), so a stream silent this long is dead,
+# or its target's QEMU no longer reads it.
+POST_COPY_PAUSE_SECONDS = 45.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +229,9 @@ def decide(
     """
     stalled = link_stalled(watch=watch, progress=progress, stall_seconds=stall_seconds)
     if watch.in_post_copy:
+        if not watch.post_copy_paused and link_stalled(watch=watch, progress=progress,
+                                                       stall_seconds=POST_COPY_PAUSE_SECONDS):
+            return Verdict(Decision.PAUSE_POST_COPY, Trigger.LINK_STALLED)
         return Verdict(Decision.CONTINUE, Trigger.LINK_STALLED if stalled else Trigger.NONE)
     if abort_requested:
         return Verdict(Decision.ABORT, Trigger.REQUESTED)

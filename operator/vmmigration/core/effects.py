@@ -357,6 +357,8 @@ def succeeded(*, domain: str, source: str, target: str, result: MigrationResult,
                   "effectiveMode": result.mode.value}
         if result.downtime_ms is not None:
             actual["downtimeMs"] = result.downtime_ms
+        if result.degraded_seconds is not None:
+            actual["degradedSeconds"] = result.degraded_seconds
         extra["plan"] = {**plan.as_fields(generation=generation), "actual": actual}
     return Effects(
         phase=Phase.PLACED, failed=False, drifted=False, reprobe=(source, target),
@@ -366,6 +368,9 @@ def succeeded(*, domain: str, source: str, target: str, result: MigrationResult,
                 "completionTime": timestamp(now), "effectiveMode": result.mode.value,
                 "downtimeMs": result.downtime_ms,
                 "durationSeconds": round(result.duration_seconds, 3),
+                # Post-copy: how long the VM ran on the target fetching pages it lacked.
+                "degradedSeconds": result.degraded_seconds,
+                "channels": result.channels.as_fields() if result.channels else None,
                 "progress": progress(result.final, percent=100.0, eta_seconds=0.0),
                 "progressText": "100%", "nextAttemptTime": None, **extra})
 

@@ -9,6 +9,10 @@ import dataclasses
 import enum
 import functools
 import urllib.parse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # core.channels formats versions with this module's helper
+    from vmmigration.core.channels import Channels
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -251,6 +255,11 @@ class MigrationResult:
     downtime_ms: int | None
     bytes_transferred: int
     final: JobProgress | None
+    # The streams the job ran with (None: not known, as for a job adopted after a restart).
+    channels: Channels | None = None
+    # Post-copy: seconds the VM ran on the target while pages still crossed (slower,
+    # faulting on every missing page), from the switch to the end of the job.
+    degraded_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from vmmigration.core import forecast, units
 from vmmigration.core import strategy as strategies
+from vmmigration.core.channels import Channels
 from vmmigration.core.convergence import Expectation
 from vmmigration.core.dirtyrate import DirtyRate
 from vmmigration.core.forecast import Forecast, Inputs, Overheads, Strategy
@@ -63,6 +64,8 @@ class MovePlan:
     within_budget: bool = True
     # An Offline move that carries its disks: each copy, as status.plan.volumes shows it.
     volumes: tuple[Mapping[str, Any], ...] = ()
+    # The streams the chosen execution runs with (core.channels); None offline.
+    channels: Channels | None = None
 
     @property
     def chosen(self) -> Forecast | None:
@@ -111,6 +114,8 @@ class MovePlan:
             body["strategy"] = self.strategy.value
         if self.volumes:
             body["volumes"] = [dict(v) for v in self.volumes]
+        if self.channels is not None:
+            body["channels"] = self.channels.as_fields()
         chosen = self.chosen
         if chosen is not None and chosen.duration_seconds is not None:
             body["durationSeconds"] = round(chosen.duration_seconds, 2)

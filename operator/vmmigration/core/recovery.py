@@ -48,6 +48,10 @@ class ResumeLimits:
     # A host gone this long is not coming back by itself (a reboot, a dead
     # machine): the status says so and leaves it to a person.
     give_up_after_seconds: float = 1800.0
+    # One try that waits this long has met a target whose QEMU does not answer:
+    # libvirt's Prepare of a resume is one quick monitor command when QEMU is
+    # well (about 1.5 s in the test bed). See stuck_advice.
+    try_seconds: float = 60.0
 
 
 def blocker(*, policy: ResumePolicy, target: HostVersions) -> str | None:
@@ -62,6 +66,26 @@ def blocker(*, policy: ResumePolicy, target: HostVersions) -> str | None:
                     "post-copy resume (its daemon dereferences a NULL descriptor while "
                     "preparing it), so the operator does not try one")
     return None
+
+
+def stuck_advice(*, domain: str, source: str, target: str, waited_seconds: float) -> str:
+    """What a person does when a resume hangs in the target's Prepare (one status message).
+
+    Seen under TCG when the link failed within the first second after the switch: the
+    target's vCPU waits for a page only the source holds while it holds QEMU's global
+    lock (its first interrupts read guest memory), so QEMU's main loop, and with it the
+    monitor command the resume needs, never runs again. QEMU can take that command
+    out of band, but libvirt does not send it so.
+    """
+    return (f"{domain} is paused on {source}; on {target} its QEMU no longer answers: a "
+            f"post-copy resume has waited {waited_seconds:.0f} s for the target's QEMU to "
+            "accept it (a link lost just after the switch to post-copy can leave that QEMU "
+            "waiting for a page only the source holds). libvirt cannot resume it, and the "
+            "VM runs on neither host meanwhile, never on both. A person decides: the target "
+            "holds the CPU state and the pages it fetched, the source the rest, so resuming "
+            "the source alone runs stale memory against disks the target wrote. Restarting "
+            f"the VM from its disks (`virsh destroy {domain}` on both hosts, then start it on "
+            "one) is the safe end.")
 
 
 def delay(*, attempt: int, limits: ResumeLimits) -> float:

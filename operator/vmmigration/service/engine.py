@@ -127,7 +127,11 @@ class Engine:
                                 measure=measure, post_copy_blocker=self._post_copy_blocker(target))
             if plan.carry is not None:
                 planned = dataclasses.replace(planned, volumes=tuple(plan.carry.as_fields()))
-            return planned
+            try:
+                _, runs = planning.resolved(request, plan, planned)
+            except PrecheckFailed:
+                runs = plan  # blocked: the plan says why; the streams are as asked
+            return dataclasses.replace(planned, channels=runs.channels)
 
     # ---- the migration ----------------------------------------------------
 
@@ -318,7 +322,8 @@ class Engine:
                     and display_uri(request.source_uri) not in found.unreachable):
                 return self._resume_post_copy(request, plan, failure[0], source=source,
                                               target=target, on_update=on_update, detach=detach,
-                                              started=started, last=last)
+                                              started=started, last=last,
+                                              post_copy_since=outcome.post_copy_since)
             self._restore_after_failure(plan, source=source, target=target,
                                         suspended_by_us=outcome.suspended_by_us)
             self._remove_images(created, name=name, target=target)
@@ -327,7 +332,8 @@ class Engine:
             raise outcomes.failure(failure[0], request, outcome.abort_trigger, source=source,
                                 target=target, last=last, found=found) from failure[0]
         result = self._settle(request, plan, mode=mode, last=last, duration=duration,
-                              source=source, target=target, on_update=on_update)
+                              source=source, target=target, on_update=on_update,
+                              post_copy_since=outcome.post_copy_since)
         if carried is not None:
             self.carrier.finish(request, carried, source=source, target=target)
             # The copies are the move's cost: libvirt's own job moved only a definition.
@@ -339,7 +345,8 @@ class Engine:
 
     def _settle(self, request: MigrationRequest, plan: Plan, *, mode: EffectiveMode,
                 last: JobProgress | None, duration: float, source: LibvirtHost, target: LibvirtHost,
-                on_update: Callable[[Update], None] | None) -> MigrationResult:
+                on_update: Callable[[Update], None] | None,
+                post_copy_since: float | None = None) -> MigrationResult:
         """The job succeeded: make sure the VM runs on the target and read the final statistics."""
         name = request.domain
 
@@ -359,19 +366,23 @@ class Engine:
             # target; the last sample from the source is a lower bound.
             bytes_transferred=final.data_processed if final else (last.data_processed if last else 0),
             final=final,
+            channels=plan.channels,
+            degraded_seconds=(None if post_copy_since is None
+                              else round(time.monotonic() - post_copy_since, 3)),
         )
 
     def _resume_post_copy(self, request: MigrationRequest, plan: Plan, error: BaseException, *,
                           source: LibvirtHost, target: LibvirtHost,
                           on_update: Callable[[Update], None] | None,
                           detach: threading.Event | None, started: float,
-                          last: JobProgress | None) -> MigrationResult:
+                          last: JobProgress | None,
+                          post_copy_since: float | None = None) -> MigrationResult:
         """The post-copy link failed, the VM paused on both hosts: resume it (service.resume)."""
         self.resumer.resume(request, flags=plan.flags, error=error, source=source, target=target,
                             on_update=on_update, detach=detach, last=last)
         return self._settle(request, plan, mode=EffectiveMode.POST_COPY, last=last,
                             duration=time.monotonic() - started, source=source, target=target,
-                            on_update=on_update)
+                            on_update=on_update, post_copy_since=post_copy_since)
 
     # ---- helpers ----------------------------------------------------------
 

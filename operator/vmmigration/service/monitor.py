@@ -31,6 +31,8 @@ class Outcome:
     suspended_by_us: bool
     abort_trigger: Trigger | None
     first_pass_bytes: int | None = None
+    # time.monotonic() when the VM began to run on the target in post-copy.
+    post_copy_since: float | None = None
 
 
 class Detached(Exception):
@@ -88,6 +90,7 @@ def watch_job(
     abort_trigger: Trigger | None = None
     last: JobProgress | None = None
     waiting_for_link: str | None = None
+    post_copy_since = started if mode is EffectiveMode.POST_COPY else None
     interval = poll_interval_seconds
     while not wait_for_end(interval):
         if detach is not None and detach.is_set():
@@ -134,10 +137,18 @@ def watch_job(
         elif verdict.decision is Decision.START_POST_COPY:
             if quietly(lambda: source.start_post_copy(name)):
                 mode = EffectiveMode.POST_COPY
+                post_copy_since = time.monotonic()
                 note = f"{verdict.trigger.value}: switched to post-copy"
                 watch = dataclasses.replace(watch, escalated=True, in_post_copy=True)
             else:
                 watch = dataclasses.replace(watch, escalated=True)
+        elif verdict.decision is Decision.PAUSE_POST_COPY:
+            # The job then fails as a split post-copy, and the engine resumes it.
+            if quietly(lambda: source.pause_post_copy(name)):
+                note = (f"{verdict.trigger.value}: the link carried nothing for "
+                        f"{convergence.POST_COPY_PAUSE_SECONDS:.0f} s; paused the post-copy "
+                        "to resume it on fresh streams")
+            watch = dataclasses.replace(watch, post_copy_paused=True)
         elif verdict.decision is Decision.ABORT and abort_trigger is None:
             # Before the job exists there is nothing to abort yet: try again
             # at the next poll rather than forget the request.
@@ -172,4 +183,4 @@ def watch_job(
                 waiting_for_link=waiting_for_link,
             ))
     return Outcome(mode=mode, last=last, suspended_by_us=suspended_by_us, abort_trigger=abort_trigger,
-                   first_pass_bytes=watch.first_pass_bytes)
+                   first_pass_bytes=watch.first_pass_bytes, post_copy_since=post_copy_since)

@@ -9,7 +9,16 @@ from __future__ import annotations
 import dataclasses
 
 from vmmigration.core import planner, prechecks
-from vmmigration.core.model import DiskImage, DomainSummary, MigrationRequest, Mode, Storage, display_uri
+from vmmigration.core.channels import Channels, choose as choose_channels
+from vmmigration.core.model import (
+    DiskImage,
+    DomainSummary,
+    MigrationRequest,
+    Mode,
+    Policy,
+    Storage,
+    display_uri,
+)
 from vmmigration.core.plans import MovePlan
 from vmmigration.core.carry import CarryPlan, CarryRefused
 from vmmigration.core.prechecks import Finding
@@ -37,6 +46,20 @@ class Plan:
     precreate: tuple[DiskImage, ...] = ()
     # An Offline move that copies: the volumes the operator carries before the definition moves.
     carry: CarryPlan | None = None
+    # The streams of a running VM's move (None offline); the QEMU versions decide them.
+    channels: Channels | None = None
+    qemu: tuple[int, int] = (0, 0)
+
+
+def with_channels(plan: Plan, *, policy: Policy) -> Plan:
+    """``plan`` with the streams its flags can run with on these two QEMUs."""
+    if plan.flags.offline:
+        return dataclasses.replace(plan, channels=None)
+    chosen = choose_channels(requested_connections=policy.parallel_connections,
+                             post_copy=plan.flags.post_copy, source_qemu=plan.qemu[0],
+                             target_qemu=plan.qemu[1])
+    flags = dataclasses.replace(plan.flags, parallel=plan.flags.parallel and chosen.connections > 1)
+    return dataclasses.replace(plan, flags=flags, channels=chosen)
 
 
 def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost) -> Plan:
@@ -68,15 +91,17 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
     disks = source.disks(request.domain)
     # Carried disks are judged by the carry's own survey below, volume by volume.
     invisible = () if carrying else tuple(d for d in disks if not target.disk_visible(d.path))
+    source_versions, target_versions = source.versions(), target.versions()
+    qemu = (source_versions.hypervisor, target_versions.hypervisor)
     facts_source = prechecks.SourceFacts(
-        host=display_uri(source.uri), domain=domain, versions=source.versions(), disks=disks,
+        host=display_uri(source.uri), domain=domain, versions=source_versions, disks=disks,
         host_uuid=source.host_uuid(),
     )
     domain_xml = source.domain_xml(request.domain)
     machine = target.check_machine(domain_xml=domain_xml)
     facts_target = prechecks.TargetFacts(
         host=display_uri(target.uri),
-        versions=target.versions(),
+        versions=target_versions,
         free_memory_bytes=target.free_memory_bytes(),
         domains=target.domains(),
         # libvirt cannot compare a CPU for a machine type its QEMU lacks; that finding says it.
@@ -103,11 +128,12 @@ def plan(request: MigrationRequest, *, source: LibvirtHost, target: LibvirtHost)
     if findings:
         raise PrecheckFailed(findings)
     if carry is not None:
-        return Plan(mode=mode, flags=flags, domain=domain, carry=carry)
+        return Plan(mode=mode, flags=flags, domain=domain, carry=carry, qemu=qemu)
     # libvirt creates the copies of non-shared disks for CopyAll, but an
     # incremental copy needs the top image there already, on its backing.
     precreate = invisible if request.storage is Storage.COPY_INCREMENTAL else ()
-    return Plan(mode=mode, flags=flags, domain=domain, precreate=precreate)
+    return with_channels(Plan(mode=mode, flags=flags, domain=domain, precreate=precreate, qemu=qemu),
+                         policy=request.policy)
 
 
 def resolved(request: MigrationRequest, plan: Plan, planned: MovePlan) -> tuple[MigrationRequest, Plan]:
@@ -125,4 +151,5 @@ def resolved(request: MigrationRequest, plan: Plan, planned: MovePlan) -> tuple[
     except planner.PlanError as error:
         raise PrecheckFailed([Finding(error.reason, str(error))]) from error
     return (dataclasses.replace(request, mode=execution.mode, policy=execution.policy),
-            dataclasses.replace(plan, mode=execution.mode, flags=flags))
+            with_channels(dataclasses.replace(plan, mode=execution.mode, flags=flags),
+                          policy=execution.policy))

@@ -73,16 +73,17 @@ class Resumer:
                 tries += 1
                 _report(on_update, name, last, f"post-copy paused on both hosts ({why}); "
                                                f"resuming it, try {tries}")
-                try:
-                    with self.connect(request.source_uri,
-                                      timeout_seconds=self.timeout_seconds) as mover:
-                        mover.migrate(name, target_uri=request.target_uri,
-                                      flags=dataclasses.replace(flags, live=True, post_copy=True,
-                                                                post_copy_resume=True),
-                                      bandwidth_mib_per_s=request.policy.bandwidth_mib_per_s,
-                                      parallel_connections=request.policy.parallel_connections,
-                                      migration_address=request.migration_address)
-                except VirtError as failed:
+                failed = self._try(request, flags=flags)
+                if isinstance(failed, _Stuck):
+                    # The call stays blocked in libvirt (nothing can cancel a Prepare
+                    # waiting on QEMU); its thread ends when a person ends the target.
+                    raise MigrationError(
+                        recovery.stuck_advice(domain=name, source=display_uri(request.source_uri),
+                                              target=display_uri(request.target_uri),
+                                              waited_seconds=self.limits.try_seconds),
+                        location=Location.SPLIT_POST_COPY, last=last,
+                        reason=Reason.LOCATION_SPLIT)
+                if failed is not None:
                     why = f"the resume failed: {failed}"
                 found = aftermath.inspect(domain=name, source=source, target=target)
                 if found.location is Location.TARGET:
@@ -103,6 +104,39 @@ class Resumer:
             if detach is not None and detach.is_set():
                 raise Detached(f"left the split post-copy of {name} for the next operator")
             self.sleep(pause)
+
+
+    def _try(self, request: MigrationRequest, *, flags: MigrationFlags) -> VirtError | _Stuck | None:
+        """One resume call: None when it returned, the VirtError it raised, or _STUCK
+        when it has not returned within ``limits.try_seconds``."""
+        outcome: list[VirtError | None] = []
+
+        def call() -> None:
+            try:
+                with self.connect(request.source_uri, timeout_seconds=self.timeout_seconds) as mover:
+                    mover.migrate(request.domain, target_uri=request.target_uri,
+                                  flags=dataclasses.replace(flags, live=True, post_copy=True,
+                                                            post_copy_resume=True),
+                                  bandwidth_mib_per_s=request.policy.bandwidth_mib_per_s,
+                                  parallel_connections=request.policy.parallel_connections,
+                                  migration_address=request.migration_address)
+                outcome.append(None)
+            except VirtError as failed:
+                outcome.append(failed)
+
+        # libvirt's keepalive does not end this call: the target's daemon answers
+        # keepalives while its Prepare waits on a QEMU that never replies.
+        worker = threading.Thread(target=call, name=f"resume-{request.domain}", daemon=True)
+        worker.start()
+        worker.join(self.limits.try_seconds)
+        return outcome[0] if outcome else _STUCK
+
+
+class _Stuck:
+    """A resume call that has not returned in time."""
+
+
+_STUCK = _Stuck()
 
 
 def _report(on_update: Callable[[Update], None] | None, name: str, last: JobProgress | None,

@@ -42,7 +42,11 @@ while true; do sleep 3600; done
 _HEARTBEAT = re.compile(rb"HB boot=(\w+) n=(\d+) pass=(\d+)")
 # What a broken migration or a broken guest prints. Word boundaries keep
 # "DEBUG" out, and "panic=" is the guest's own kernel command line.
-_FAILURE = re.compile(rb"CORRUPTION|\bBUG\b|panic(?!=)")
+# A soft lockup is the guest kernel saying its CPU made no progress for 20 s: what a
+# post-copy whose pages wait for a cut link looks like from inside, not damage.
+# stalls() reports those.
+FAILURE = re.compile(rb"CORRUPTION|\bBUG\b(?!: soft lockup)|panic(?!=)")
+_STALL = re.compile(rb"soft lockup")
 
 
 class GuestBuildError(RuntimeError):
@@ -238,6 +242,14 @@ def heartbeats(serial_log: Path) -> list[Heartbeat]:
     ]
 
 
+def stalls(serial_log: Path) -> list[str]:
+    """Lines of the serial log where the guest kernel reports its CPU stalled."""
+    if not serial_log.exists():
+        return []
+    return [line.decode(errors="replace") for line in serial_log.read_bytes().splitlines()
+            if _STALL.search(line)]
+
+
 def failures(serial_log: Path) -> list[str]:
     """Lines of the serial log that show corruption, a kernel bug or a panic."""
     if not serial_log.exists():
@@ -245,5 +257,5 @@ def failures(serial_log: Path) -> list[str]:
     return [
         line.decode(errors="replace")
         for line in serial_log.read_bytes().splitlines()
-        if _FAILURE.search(line)
+        if FAILURE.search(line)
     ]

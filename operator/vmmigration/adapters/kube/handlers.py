@@ -61,7 +61,8 @@ def wire(settings: Settings, *, kube: KubeClient, metrics: Metrics) -> Runtime:
         settings=settings, kube=kube, post_event=_post_event, metrics=metrics,
         engine=virt.engine(poll_interval_seconds=settings.poll_interval_seconds,
                            libvirt_timeout_seconds=settings.libvirt_timeout_seconds,
-                           post_copy_resume=settings.post_copy_resume),
+                           post_copy_resume=settings.post_copy_resume,
+                           post_copy_resume_try_seconds=settings.post_copy_resume_try_seconds),
         # Kept connections; a probe thread gives up on a silent host by the probe
         # timeout too, not only the runtime waiting for it.
         prober=virt.prober(timeout_seconds=min(settings.probe_timeout_seconds,

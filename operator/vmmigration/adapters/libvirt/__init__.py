@@ -13,7 +13,7 @@ from vmmigration.adapters.libvirt.connection import DEFAULT_TIMEOUT_SECONDS
 from vmmigration.adapters.libvirt.host import Host
 from vmmigration.core.errors import VirtError
 from vmmigration.core.model import HostReport
-from vmmigration.core.recovery import ResumePolicy
+from vmmigration.core.recovery import ResumeLimits, ResumePolicy
 from vmmigration.service.engine import Engine
 from vmmigration.service.inventory import Prober, report_of
 
@@ -26,10 +26,12 @@ def connect(uri: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Ho
 
 def engine(*, poll_interval_seconds: float = 0.5,
            libvirt_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-           post_copy_resume: ResumePolicy = ResumePolicy.AUTO) -> Engine:
+           post_copy_resume: ResumePolicy = ResumePolicy.AUTO,
+           post_copy_resume_try_seconds: float = ResumeLimits.try_seconds) -> Engine:
     return Engine(connect=connect, poll_interval_seconds=poll_interval_seconds,
                   libvirt_timeout_seconds=libvirt_timeout_seconds,
-                  post_copy_resume=post_copy_resume)
+                  post_copy_resume=post_copy_resume,
+                  resume_limits=ResumeLimits(try_seconds=post_copy_resume_try_seconds))
 
 
 def prober(*, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, resync_seconds: float = 300.0,

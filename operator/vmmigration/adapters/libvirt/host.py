@@ -349,6 +349,10 @@ class Host:
         with translated():
             self._domain(name).abortJob()
 
+    def pause_post_copy(self, name: str) -> None:
+        with translated():
+            self._domain(name).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+
     def start_post_copy(self, name: str) -> None:
         with translated():
             self._domain(name).migrateStartPostCopy(0)
