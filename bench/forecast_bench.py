@@ -62,6 +62,9 @@ class Case:
     forecast_ms: float
     actual_s: float
     actual_ms: float
+    # Post-copy: the time the VM runs on the target fetching pages, forecast and measured.
+    forecast_degraded_s: float | None = None
+    actual_degraded_s: float | None = None
 
     @property
     def duration_error(self) -> float:
@@ -161,7 +164,9 @@ def main() -> None:
                     actual = (result.duration_seconds, float(result.downtime_ms or 0))
                     measured[strategy] = actual
                     cases.append(Case(name, link, strategy, f.duration_seconds,
-                                      (f.downtime_seconds or 0) * 1000, *actual))
+                                      (f.downtime_seconds or 0) * 1000, *actual,
+                                      forecast_degraded_s=f.degraded_seconds or None,
+                                      actual_degraded_s=result.degraded_seconds))
                     print(f"{name} @ {link} MiB/s {strategy.value}: forecast "
                           f"{f.duration_seconds:.1f} s/{(f.downtime_seconds or 0) * 1000:.0f} ms, took "
                           f"{actual[0]:.1f} s/{actual[1]:.0f} ms", flush=True)
@@ -198,10 +203,13 @@ def report(cases: list[Case], choices: list[tuple[str, int, Strategy | None, Str
     print("Forecast against measured, one move per case (TCG guests of 128 MiB, large-hot 256 MiB; "
           "the policy's cap as the link)")
     print(f"{'guest':<22}{'link':>6}{'strategy':>10}{'forecast s':>12}{'took s':>9}{'err':>7}"
-          f"{'forecast ms':>13}{'took ms':>9}{'err':>7}")
+          f"{'forecast ms':>13}{'took ms':>9}{'err':>7}{'degraded s (forecast/took)':>28}")
     for c in cases:
+        degraded = ("" if c.actual_degraded_s is None else
+                    f"{c.forecast_degraded_s or 0:.1f} / {c.actual_degraded_s:.1f}")
         print(f"{c.guest:<22}{c.link:>6}{c.strategy.value:>10}{c.forecast_s:>12.1f}{c.actual_s:>9.1f}"
-              f"{c.duration_error:>+7.0%}{c.forecast_ms:>13.0f}{c.actual_ms:>9.0f}{c.downtime_error:>+7.0%}")
+              f"{c.duration_error:>+7.0%}{c.forecast_ms:>13.0f}{c.actual_ms:>9.0f}{c.downtime_error:>+7.0%}"
+              f"{degraded:>28}")
     duration = [abs(c.duration_error) for c in cases]
     downtime = [abs(c.downtime_error) for c in cases]
     within = sum(1 for c in cases if abs(c.duration_error) <= 0.25 and abs(c.downtime_error) <= 0.25)

@@ -7,15 +7,24 @@ copied, so without escalation the job would never end.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from vmmigration.core.model import EffectiveMode, Mode, OnTimeout, PauseReason, Policy, PowerState
+from vmmigration.core.model import (
+    EffectiveMode,
+    MigrationResult,
+    Mode,
+    OnTimeout,
+    PauseReason,
+    Policy,
+    PowerState,
+)
 from vmmigration.core.location import Location
 from vmtestbed.daemons import Daemon
 from vmmigration.core.reasons import Reason
 from vmmigration.service.engine import MigrationCancelled, MigrationError, MigrationTimedOut, Update
-from vmmigration.adapters.libvirt import engine
+from vmmigration.adapters.libvirt import connect, engine
 from vmtestbed.hosts import Host
 
 from .helpers import request
@@ -159,3 +168,52 @@ def test_an_abort_after_the_hybrid_suspend_resumes_the_source(
     assert source.summary(name).state is PowerState.RUNNING
     assert target.find(name) is None
     vm.assert_kept_running(after=at_abort)
+
+
+def test_a_post_copy_paused_on_purpose_is_resumed_and_completes_on_the_target(
+    boot, name: str, source_host: Daemon, target_host: Daemon, source: Host, target: Host  # type: ignore[no-untyped-def]
+) -> None:
+    """What the monitor does to a post-copy whose stream has carried nothing for 45 s:
+    libvirt's post-copy abort pauses both halves, and the engine's resume carries the VM
+    on to the target over fresh streams."""
+    vm = boot(name, **HOT)
+    switched = threading.Event()
+    results: list[object] = []
+    waits: list[str] = []
+
+    def seen(update: Update) -> None:
+        if update.mode is EffectiveMode.POST_COPY:
+            switched.set()
+        if update.waiting_for_link:
+            waits.append(update.waiting_for_link)
+
+    def move() -> None:
+        try:
+            results.append(engine().migrate(
+                request(name, source_host, target_host, mode=Mode.LIVE,
+                        policy=stuck_policy(OnTimeout.POST_COPY)),
+                on_update=seen))
+        except Exception as error:  # handed to the test's thread
+            results.append(error)
+
+    mover = threading.Thread(target=move, daemon=True)
+    mover.start()
+    assert switched.wait(90), "never switched to post-copy"
+    # Past the switch-over window: the guest has written heartbeats from the target.
+    seen = vm.count()
+    deadline = time.monotonic() + 30
+    while vm.count() < seen + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with connect(source_host.uri) as host:
+        host.pause_post_copy(name)
+    mover.join(120)
+    assert results, "the move did not end"
+    result = results[0]
+    assert isinstance(result, MigrationResult), result
+    assert result.mode is EffectiveMode.POST_COPY
+    assert any("paused on both hosts" in w and "resuming it" in w for w in waits), waits
+    assert result.degraded_seconds is not None and result.degraded_seconds > 0
+    assert result.channels is not None and result.channels.preempt
+    assert source.find(name) is None
+    assert target.summary(name).state is PowerState.RUNNING
+    vm.assert_kept_running(after=vm.count())
