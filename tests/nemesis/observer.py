@@ -265,7 +265,6 @@ def qemu_starts(*, host: str, log_dir: Path, domain: str, since: float) -> list[
 
 
 _HEARTBEAT = re.compile(rb"HB boot=(\w+) n=(\d+) pass=(\d+)")
-_FAILURE = guest.FAILURE  # a soft lockup is a stall the faults cause, not damage
 
 
 def serial_facts(*, domain: str, log: Path, healed_at: float) -> dict[str, Any]:
@@ -277,6 +276,6 @@ def serial_facts(*, domain: str, log: Path, healed_at: float) -> dict[str, Any]:
     counts = [n for _, n in beats]
     return {"t": time.time(), "k": "serial", "domain": domain, "boots": boots,
             "monotonic": counts == sorted(counts),
-            "failures": [m.group(0).decode() for m in _FAILURE.finditer(data)][:5],
+            "failures": [m.group(0).decode() for m in guest.FAILURE.finditer(data)][:5],
             "last": counts[-1] if counts else None,
             "beat_after_heal": log.exists() and log.stat().st_mtime > healed_at}

@@ -44,10 +44,12 @@ class Sandbox:
     flavours: tuple[str, ...] = ()
 
     def flavour_of(self, index: int) -> str:
-        chosen = self._read_state().get("flavours", {}).get(f"host{index + 1}")
-        return str(chosen) if chosen else self._configured_flavour(index)
+        return self._flavour(index, chosen=self._read_state().get("flavours", {}))
 
-    def _configured_flavour(self, index: int) -> str:
+    def _flavour(self, index: int, *, chosen: dict[str, str]) -> str:
+        """The host's flavour: ``chosen`` (the state file's, as upgrade left it), else the configured one."""
+        if chosen.get(f"host{index + 1}"):
+            return str(chosen[f"host{index + 1}"])
         if not self.flavours:
             return roots.default_flavour()
         return self.flavours[min(index, len(self.flavours) - 1)]
@@ -63,7 +65,7 @@ class Sandbox:
         chosen = self._read_state().get("flavours", {})
         hosts = []
         for i in range(self.count):
-            flavour = str(chosen.get(f"host{i + 1}") or self._configured_flavour(i))
+            flavour = self._flavour(i, chosen=chosen)
             hosts.append(Daemon(
                 name=f"host{i + 1}",
                 index=i,
