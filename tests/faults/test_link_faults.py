@@ -96,9 +96,7 @@ def _into_post_copy(*, kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., G
                what="the target to run the VM in post-copy")
     if settled:
         # The source is paused: a heartbeat written from now on was written on the target.
-        seen = watch.count()
-        wait_until(lambda: watch.count() >= seen + 2, timeout=30, interval=0.05,
-                   what="heartbeats from the guest on the target")
+        watch.assert_kept_running(after=watch.count(), timeout_seconds=30)
     return watch
 
 
@@ -182,36 +180,46 @@ def test_the_migration_link_reset_at_the_switch_to_post_copy_leaves_the_vm_runni
         kubectl: Kubectl, sandbox: Sandbox, boot: Callable[..., GuestWatch], name: str,
         vmm: Callable[..., str], operator: Operator) -> None:
     """A reset in the first moments after the switch, before the guest has run on the
-    target, wedges the target's QEMU under TCG: its vCPU fetches the pages its first
+    target, often wedges the target's QEMU under TCG: its vCPU fetches the pages its first
     interrupts need while holding QEMU's global lock, and waits for them for good, so
     QEMU's monitor never answers again, not even the resume's command (docs/network.md).
-    The operator's resume waits its bounded time (20 s here) and hands the VM to a
-    person: paused on the source, stuck on the target, never running on both, and the
-    status says so."""
+    Then the operator hands the VM to a person, whichever way the wedge shows: libvirt saw
+    the failure and the resume waits its bounded time (20 s here) on the target; or QEMU
+    wedged first, the source's job never ends, and the pause libvirt refuses is followed
+    by 15 s more of silence. When the reset misses the wedge, the resume carries the VM
+    on. Either way libvirt has it running on the target only, never twice, and the status
+    says which of the two ends it reached."""
     _can_resume(sandbox)
-    _into_post_copy(kubectl=kubectl, sandbox=sandbox, boot=boot, name=name, vmm=vmm,
-                    settled=False)
+    watch = _into_post_copy(kubectl=kubectl, sandbox=sandbox, boot=boot, name=name, vmm=vmm,
+                            settled=False)
     target = sandbox.hosts[1]
     sandbox.reset_link(target)
     reset = time.monotonic()
     try:
-        wait_until(lambda: "paused on both hosts" in kubectl.condition(name, "Progressing").get(
-            "message", ""), timeout=60, interval=0.2, what="the operator to try a resume")
-        pause(2)
+        pause(3)
     finally:
         sandbox.heal(target)
-    failed = kubectl.wait_phase(name, "Failed", timeout=90)
-    TIMINGS["post-copy reset at the switch: reset to handed to a person"] = time.monotonic() - reset
-    last = failed["lastFailure"]
-    assert last["reason"] == "LocationSplitPostCopy", last
-    assert "no longer answers" in last["message"] and "never on both" in last["message"], last
-    # libvirt's own view: the source half paused by the failed post-copy, the target's the
-    # only one running, one incoming migration.
-    with Host(sandbox.hosts[0].uri) as src:
-        source_half = src.find(name)
-    assert source_half is not None and source_half.pause_reason is PauseReason.POST_COPY_FAILED
+    ended = wait_until(lambda: (s := kubectl.status(name)).get("phase") in ("Placed", "Failed")
+                       and s, timeout=150, interval=0.5, what="the move to end, placed or handed over")
+    wedged = ended["phase"] == "Failed"
+    TIMINGS["post-copy reset at the switch: reset to " + (
+        "handed to a person (wedged)" if wedged else "Placed (resumed)")] = time.monotonic() - reset
+    # libvirt's own view, both ways: the target's half the only one running, one incoming
+    # migration; the source's half paused by the post-copy, or gone.
     assert running_on(sandbox, name) == ["kvm-b"]
     assert libvirt_migrations(sandbox, name) == 1
+    with Host(sandbox.hosts[0].uri) as src:
+        source_half = src.find(name)
+    if wedged:
+        last = ended["lastFailure"]
+        assert last["reason"] == "LocationSplitPostCopy", last
+        assert "no longer answers" in last["message"] and "never on both" in last["message"], last
+        assert source_half is not None and source_half.pause_reason in (
+            PauseReason.POST_COPY_FAILED, PauseReason.POST_COPY), source_half
+    else:
+        assert_nothing_lost(kubectl=kubectl, sandbox=sandbox, watch=watch, name=name,
+                            placed_on="kvm-b")
+        assert source_half is None or not source_half.active, source_half
 
 
 @pytest.mark.parametrize("percent", [0, 2, 10])

@@ -187,6 +187,17 @@ def test_a_post_copy_silent_for_45_s_is_paused_once_to_be_resumed_and_never_abor
         Decision.CONTINUE, Trigger.LINK_STALLED)
 
 
+def test_a_post_copy_still_silent_15_s_after_its_pause_is_handed_to_a_person() -> None:
+    watch = dataclasses.replace(_fold(sample(1.0, 32 * MIB, data_processed=90 * MIB)),
+                                in_post_copy=True, post_copy_paused=True)
+    waiting = sample(60.0, 32 * MIB, data_processed=90 * MIB)
+    assert decide(policy=Policy(), watch=observe(watch, waiting), progress=waiting).decision \
+        is Decision.CONTINUE
+    dead = sample(62.0, 32 * MIB, data_processed=90 * MIB)
+    assert decide(policy=Policy(), watch=observe(watch, dead), progress=dead) == Verdict(
+        Decision.HAND_OVER, Trigger.LINK_STALLED)
+
+
 def test_a_job_still_setting_up_is_never_called_stalled() -> None:
     assert not link_stalled(watch=Watch(), progress=JobProgress(elapsed_seconds=60.0))
 

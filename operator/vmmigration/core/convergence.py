@@ -19,6 +19,7 @@ class Decision(str, enum.Enum):
     SUSPEND_SOURCE = "SuspendSource"
     START_POST_COPY = "StartPostCopy"
     PAUSE_POST_COPY = "PausePostCopy"
+    HAND_OVER = "HandOver"  # a post-copy nothing can move on: a person decides
     ABORT = "Abort"
 
 
@@ -81,6 +82,10 @@ LINK_STALL_SECONDS = 10.0
 # return (the test bed caps its backoff), so a stream silent this long is dead,
 # or its target's QEMU no longer reads it.
 POST_COPY_PAUSE_SECONDS = 45.0
+# Still silent this long, after the pause: libvirt refused it ("post-copy migration
+# already stopped": the source QEMU's stream failed) yet its job never ended, because
+# the target's side waits on a QEMU that no longer answers. Nothing can move the VM on.
+POST_COPY_STUCK_SECONDS = POST_COPY_PAUSE_SECONDS + 15.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +234,9 @@ def decide(
     """
     stalled = link_stalled(watch=watch, progress=progress, stall_seconds=stall_seconds)
     if watch.in_post_copy:
+        if watch.post_copy_paused and link_stalled(watch=watch, progress=progress,
+                                                   stall_seconds=POST_COPY_STUCK_SECONDS):
+            return Verdict(Decision.HAND_OVER, Trigger.LINK_STALLED)
         if not watch.post_copy_paused and link_stalled(watch=watch, progress=progress,
                                                        stall_seconds=POST_COPY_PAUSE_SECONDS):
             return Verdict(Decision.PAUSE_POST_COPY, Trigger.LINK_STALLED)

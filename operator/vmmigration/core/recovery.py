@@ -68,7 +68,7 @@ def blocker(*, policy: ResumePolicy, target: HostVersions) -> str | None:
     return None
 
 
-def stuck_advice(*, domain: str, source: str, target: str, waited_seconds: float) -> str:
+def stuck_advice(*, domain: str, source: str, target: str, why: str) -> str:
     """What a person does when a resume hangs in the target's Prepare (one status message).
 
     Seen under TCG when the link failed within the first second after the switch: the
@@ -77,9 +77,8 @@ def stuck_advice(*, domain: str, source: str, target: str, waited_seconds: float
     monitor command the resume needs, never runs again. QEMU can take that command
     out of band, but libvirt does not send it so.
     """
-    return (f"{domain} is paused on {source}; on {target} its QEMU no longer answers: a "
-            f"post-copy resume has waited {waited_seconds:.0f} s for the target's QEMU to "
-            "accept it (a link lost just after the switch to post-copy can leave that QEMU "
+    return (f"{domain} is paused on {source}; on {target} its QEMU no longer answers: "
+            f"{why} (a link lost just after the switch to post-copy can leave that QEMU "
             "waiting for a page only the source holds). libvirt cannot resume it, and the "
             "VM runs on neither host meanwhile, never on both. A person decides: the target "
             "holds the CPU state and the pages it fetched, the source the rest, so resuming "

@@ -13,10 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from vmmigration.core import convergence
+from vmmigration.core import convergence, recovery
 from vmmigration.core.convergence import Decision, Expectation, Trigger, Watch
 from vmmigration.core.errors import VirtError
-from vmmigration.core.model import EffectiveMode, JobProgress, Policy, Update
+from vmmigration.core.location import Location
+from vmmigration.core.model import EffectiveMode, JobProgress, Policy, Update, display_uri
+from vmmigration.core.reasons import Reason
+from vmmigration.service.outcomes import MigrationError
 from vmmigration.service.ports import LibvirtHost
 
 log = logging.getLogger(__name__)
@@ -149,6 +152,15 @@ def watch_job(
                         f"{convergence.POST_COPY_PAUSE_SECONDS:.0f} s; paused the post-copy "
                         "to resume it on fresh streams")
             watch = dataclasses.replace(watch, post_copy_paused=True)
+        elif verdict.decision is Decision.HAND_OVER:
+            # The migrate call stays blocked in libvirt; its thread ends when a person
+            # ends the target's QEMU.
+            raise MigrationError(recovery.stuck_advice(
+                domain=name, source=display_uri(source.uri), target="the target",
+                why=f"its post-copy stream has carried nothing for "
+                    f"{convergence.POST_COPY_STUCK_SECONDS:.0f} s and libvirt could not pause "
+                    "it for a resume"), location=Location.SPLIT_POST_COPY, last=last,
+                reason=Reason.LOCATION_SPLIT)
         elif verdict.decision is Decision.ABORT and abort_trigger is None:
             # Before the job exists there is nothing to abort yet: try again
             # at the next poll rather than forget the request.

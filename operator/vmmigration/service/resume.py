@@ -80,7 +80,8 @@ class Resumer:
                     raise MigrationError(
                         recovery.stuck_advice(domain=name, source=display_uri(request.source_uri),
                                               target=display_uri(request.target_uri),
-                                              waited_seconds=self.limits.try_seconds),
+                                              why=f"a post-copy resume has waited "
+                                                  f"{self.limits.try_seconds:.0f} s for it"),
                         location=Location.SPLIT_POST_COPY, last=last,
                         reason=Reason.LOCATION_SPLIT)
                 if failed is not None:
